@@ -173,7 +173,7 @@ class FloatFormat:
             raise ValueError(f"codes must be integers, not {codes.dtype}")
         if codes.size and (codes.min() < 0 or codes.max() >= (1 << self.width)):
             bad = np.flatnonzero((codes.ravel() < 0) | (codes.ravel() >= (1 << self.width)))[0]
-            raise ValueError(f"code {codes.ravel()[bad]!r} at flat index {bad} is out of range for "
+            raise ValueError(f"code {int(codes.ravel()[bad])} at flat index {bad} is out of range for "
                              f"{self.width}-bit {self}")
         return codes.astype(np.uint64)
 
@@ -284,7 +284,7 @@ class FloatFormat:
         significand = np.ldexp(np.where(finite, mag, 0.0), self.man_bits - target_exp)
         if np.any(significand != np.floor(significand)) or np.any(mag[finite] > self.max_finite):
             bad = np.flatnonzero(((significand != np.floor(significand)) | (finite & (mag > self.max_finite))).ravel())[0]
-            raise ValueError(f"value {values.ravel()[bad]!r} at flat index {bad} is not exactly "
+            raise ValueError(f"value {float(values.ravel()[bad])!r} at flat index {bad} is not exactly "
                              f"representable in {self}")
         code = self._fields_to_code(significand, target_exp)
         if self.has_inf:

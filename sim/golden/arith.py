@@ -21,7 +21,8 @@ def mul(a, b, fmt_a: FloatFormat = E5M2, fmt_b: FloatFormat | None = None,
     hold every product exactly (``ValueError`` otherwise); without it, as float64 values.
     """
     fmt_b = fmt_a if fmt_b is None else fmt_b
-    product = fmt_a.decode(a) * fmt_b.decode(b)
+    with np.errstate(invalid="ignore"):             # 0 * inf is NaN, as specified
+        product = fmt_a.decode(a) * fmt_b.decode(b)
     return product if out_fmt is None else out_fmt.code_of(product)
 
 
@@ -39,7 +40,8 @@ def _round_sum(x, y, fmt, rounding, rand, rbits, overflow):
     if rounding == "nearest":
         # Rounding fl(x + y) to nearest equals rounding x + y: double rounding is innocuous when float64
         # keeps 2p + 2 bits of a p-bit format (Figueroa 1995), true for every format here (p <= 24).
-        s = x + y
+        with np.errstate(invalid="ignore"):         # inf - inf is NaN, as specified
+            s = x + y
         return fmt.round(np.abs(s), np.signbit(s), 0, rounding, overflow=overflow)
     s, e = _two_sum(x, y)
     negative = np.signbit(s)
@@ -73,6 +75,7 @@ def chunk_dot(products, acc_fmt: FloatFormat = FP16_169, chunk=64, rounding="nea
     Returns the total as ``acc_fmt`` codes.
     """
     products = np.asarray(products, dtype=np.float64)
+    acc_fmt.code_of(products)                       # raises unless every product is exact in acc_fmt
     stochastic = rounding == "stochastic"
     rand_chunk, rand_total = np.asarray(rand_chunk), np.asarray(rand_total)
     return _chunk_accumulate(products.shape[:-1], products.shape[-1], lambda k: products[..., k],

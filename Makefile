@@ -1,0 +1,39 @@
+# fp8train: every target runs inside .venv, which is (re)built from pyproject.toml when that changes.
+# Generated files go to build/ only.
+
+VENV   := .venv
+STAMP  := $(VENV)/.stamp
+PYTEST := $(VENV)/bin/python -m pytest -n 2
+CLI    := $(VENV)/bin/fp8train
+
+.PHONY: test test-long test-icarus demo verilog bench clean
+
+test: $(STAMP)
+	$(PYTEST) tests/
+
+# Same suite with enlarged case counts (test modules and benches read FP8TRAIN_LONG).
+test-long: $(STAMP)
+	FP8TRAIN_LONG=1 $(PYTEST) tests/
+
+# The RTL tests under Icarus. pytest exit status 5 ("no tests collected") is not a failure here:
+# it only means no unit has an RTL test yet.
+test-icarus: $(STAMP)
+	SIM=icarus $(PYTEST) -m rtl tests/ || test $$? -eq 5
+
+demo: $(STAMP)
+	$(CLI) verilog
+	$(CLI) experiment accumulation
+
+verilog: $(STAMP)
+	$(CLI) verilog
+
+bench: $(STAMP)
+	$(CLI) bench golden
+
+clean:
+	rm -rf build
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -e .
+	touch $@

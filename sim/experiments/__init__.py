@@ -1,0 +1,1 @@
+"""Numerical experiments run through the golden model (``fp8train experiment ...``)."""
