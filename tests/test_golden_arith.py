@@ -642,3 +642,14 @@ def test_add_arguments():
         add([1], [2], FP16, "stochastic", rbits=4)
     with pytest.raises(ValueError, match=r"^code 65536 at flat index 0 is out of range for 16-bit FP16$"):
         add([65536], [0], FP16)
+
+
+def test_matmul_adds_c_once_at_the_end():
+    """c joins the chunked totals in one round-to-nearest addition (the output unit's adder)."""
+    rng = np.random.default_rng(SEED + 20)
+    a, b = random_matrices(rng, E5M2, 3, 70, 4, "normal")
+    c = FP16_169.encode(rng.normal(0, 8, (3, 4)))
+    total = matmul(a, b, chunk=16)
+    assert_codes_equal(matmul(a, b, chunk=16, c=c), add(total, c, FP16_169), f"seed {SEED + 20:#x}")
+    with pytest.raises(ValueError, match=r"^c must have the output's shape \(3, 4\), not \(4, 3\)$"):
+        matmul(a, b, c=c.T)

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from fp8train.sim.golden.lfsr import (MAX_RBITS, STATE_BITS, STATE_MASK, LfsrBank, fmix32,
+from fp8train.sim.golden.lfsr import (MAX_RBITS, OUTPUT_FALLBACK_STATE, STATE_BITS, STATE_MASK, LfsrBank,
+                                      col_key, fmix32, output_state, row_key,
                                       lane_key, seeded_state, step)
 
 POLY = (1 << 31) | (1 << 3) | 1  # x^31 + x^3 + 1 as a GF(2) polynomial over bit positions
@@ -120,3 +121,24 @@ def test_bad_lanes():
 
 def test_state_bits_constant():
     assert STATE_BITS == 31 and MAX_RBITS == 28
+
+
+def test_output_lanes_depend_on_coordinates_only():
+    """A GEMM output's lane starts from (seed ^ row_key(i) ^ col_key(j)), whatever the matrix size,
+    so a tile of a larger result draws exactly what the same outputs draw in the whole matrix."""
+    seed = 0x1234_5678
+    whole = LfsrBank.for_outputs(seed, 6, 5, rbits=9)
+    want = np.stack([whole.draw() for _ in range(20)])
+    for i0, j0 in [(0, 0), (2, 3), (5, 4)]:
+        rows, cols = 6 - i0, 5 - j0
+        tile = LfsrBank.for_outputs(seed, rows, cols, 9, row0=i0, col0=j0)
+        got = np.stack([tile.draw() for _ in range(20)])
+        assert np.array_equal(got, want[:, i0:, j0:]), f"tile at ({i0}, {j0})"
+
+
+def test_output_state_formula_and_fallback():
+    assert output_state(7, 3, 4) == (7 ^ row_key(3) ^ col_key(4)) & STATE_MASK
+    zero_seed = (row_key(2) ^ col_key(1)) & STATE_MASK
+    assert output_state(zero_seed, 2, 1) == OUTPUT_FALLBACK_STATE
+    keys = {row_key(i) for i in range(512)} | {col_key(j) for j in range(512)}
+    assert len(keys) == 1024, "row and column keys must all differ"

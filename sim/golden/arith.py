@@ -84,14 +84,17 @@ def chunk_dot(products, acc_fmt: FloatFormat = FP16_169, chunk=64, rounding="nea
 
 
 def matmul(a, b, *, in_fmt: FloatFormat = E5M2, acc_fmt: FloatFormat = FP16_169, chunk=64,
-           rounding="nearest", lfsr=None, overflow="saturate"):
+           rounding="nearest", lfsr=None, overflow="saturate", c=None):
     """Chunk-accumulated GEMM of codes: ``a`` (M x K) times ``b`` (K x N) into ``acc_fmt`` codes.
 
     Output ``(i, j)`` is :func:`chunk_dot` of ``a[i, k] * b[k, j]`` in k order. With
     ``rounding="stochastic"``, ``lfsr`` is a :class:`~fp8train.sim.golden.lfsr.LfsrBank` with one
     lane per output (lane shape ``(M, N)``); every k step draws twice from every lane, first for the
     chunk addition, then for the total addition (used only when that step ends a chunk) -- the same
-    bits as one ``2 * rbits`` draw per cycle split low/high, which is what a PE's lane supplies.
+    bits as one ``2 * rbits`` draw per cycle split low/high, which is what a PE's lane supplies;
+    :meth:`~fp8train.sim.golden.lfsr.LfsrBank.for_outputs` seeds such a bank as the array does.
+    ``c`` (``acc_fmt`` codes, M x N) is added to the totals at the end, rounded to nearest-even (the
+    output unit's adder), so it costs one rounding and no random bits.
     """
     a, b = np.asarray(a), np.asarray(b)
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
@@ -101,10 +104,13 @@ def matmul(a, b, *, in_fmt: FloatFormat = E5M2, acc_fmt: FloatFormat = FP16_169,
     out_shape = (a.shape[0], b.shape[1])
     if lfsr is not None and tuple(lfsr.shape) != out_shape:
         raise ValueError(f"lfsr lanes must have the output's shape {out_shape}, not {tuple(lfsr.shape)}")
+    if c is not None and np.shape(c) != out_shape:
+        raise ValueError(f"c must have the output's shape {out_shape}, not {np.shape(c)}")
     a_val, b_val = in_fmt.decode(a), in_fmt.decode(b)
-    return _chunk_accumulate(out_shape, a.shape[1], lambda k: np.multiply.outer(a_val[:, k], b_val[k, :]),
-                             (lambda k: (lfsr.draw(), lfsr.draw())) if lfsr is not None else None,
-                             acc_fmt, chunk, rounding, None if lfsr is None else lfsr.rbits, overflow)
+    total = _chunk_accumulate(out_shape, a.shape[1], lambda k: np.multiply.outer(a_val[:, k], b_val[k, :]),
+                              (lambda k: (lfsr.draw(), lfsr.draw())) if lfsr is not None else None,
+                              acc_fmt, chunk, rounding, None if lfsr is None else lfsr.rbits, overflow)
+    return total if c is None else add(total, c, acc_fmt, overflow=overflow)
 
 
 def _chunk_accumulate(shape, depth, product_at, rands_at, acc_fmt, chunk, rounding, rbits, overflow):

@@ -46,6 +46,25 @@ def seeded_state(seed: int, i: int) -> int:
     return ((seed ^ key) & STATE_MASK) or (key & STATE_MASK)
 
 
+def row_key(i: int) -> int:
+    """Key of GEMM output row ``i`` (see :meth:`LfsrBank.for_outputs`)."""
+    return fmix32(((2 * i + 1) * 0x9E3779B9) & 0xFFFFFFFF)
+
+
+def col_key(j: int) -> int:
+    """Key of GEMM output column ``j`` (see :meth:`LfsrBank.for_outputs`)."""
+    return fmix32(((2 * j + 2) * 0x9E3779B9) & 0xFFFFFFFF)
+
+
+#: Start state used where a GEMM output's seeded state would be the all-zero lock-up state.
+OUTPUT_FALLBACK_STATE = 0x5EED
+
+
+def output_state(seed: int, i: int, j: int) -> int:
+    """Start state of the lane of GEMM output ``(i, j)`` for the 32-bit ``seed``."""
+    return ((seed ^ row_key(i) ^ col_key(j)) & STATE_MASK) or OUTPUT_FALLBACK_STATE
+
+
 def step(state: int, rbits: int) -> tuple[int, int]:
     """One draw from a single lane, written bit by bit from the recurrence as a reference.
 
@@ -90,6 +109,24 @@ class LfsrBank:
         self._mask = np.uint32((1 << rbits) - 1)
         self._state = np.array([seeded_state(int(seed), i) for i in range(count)],
                                dtype=np.uint32).reshape(self.shape)
+
+    @classmethod
+    def for_outputs(cls, seed: int, rows: int, cols: int, rbits: int, *, row0: int = 0,
+                    col0: int = 0) -> "LfsrBank":
+        """One lane per output of a ``rows x cols`` GEMM result (or of its tile whose first output is
+        ``(row0, col0)``), as the systolic array seeds them.
+
+        Output ``(i, j)`` starts at ``(seed ^ row_key(i) ^ col_key(j)) & (2^31 - 1)`` (or
+        :data:`OUTPUT_FALLBACK_STATE` if that is zero). The key depends on the output's coordinates
+        only, never on the array size or tiling, so a seed gives the same result on every device; and
+        a row key and a column key suffice, so the array needs one hash per tile row and column, not
+        one per processing element.
+        """
+        bank = cls((rows, cols), seed, rbits)
+        bank._state = np.array([[output_state(int(seed), row0 + i, col0 + j) for j in range(cols)]
+                                for i in range(rows)],
+                               dtype=np.uint32).reshape(bank.shape)
+        return bank
 
     @property
     def state(self) -> np.ndarray:
