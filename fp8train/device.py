@@ -1,0 +1,191 @@
+"""``fp8train.Device``: NumPy arrays in, NumPy arrays out, the same code on every backend (DESIGN.md §5).
+
+The driver speaks only the host protocol (read/write a register, read/write host memory, wait for the
+interrupt) through a *link*; a backend is a link. ``golden`` is the register-level golden model
+(:class:`~fp8train.sim.golden.device.GoldenDevice`). Every call lays its buffers out in device memory,
+writes one descriptor into the command ring, rings the doorbell and reads the result back.
+"""
+
+import numpy as np
+
+from .formats import E4M3, E5M2, FP16_169, FloatFormat
+from .protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, STATUS_DONE, Ctrl, Descriptor,
+                       ErrorCode, Flag, Irq, Opcode, OutFormat, Reg)
+
+__all__ = ["Device", "DeviceError", "BACKENDS"]
+
+BACKENDS = ("golden",)
+OUTPUTS = {"fp16": (OutFormat.FP16_169, FP16_169), "e5m2": (OutFormat.E5M2, E5M2),
+           "e4m3": (OutFormat.E4M3, E4M3)}
+ROUNDINGS = ("nearest", "stochastic")
+RING_SLOTS = 16
+#: Simulated cycles a call may take before the driver gives up on the interrupt.
+TIMEOUT_CYCLES = 1 << 30
+
+
+class DeviceError(RuntimeError):
+    """The device completed a command with an error code."""
+
+    def __init__(self, code: ErrorCode):
+        super().__init__(f"device error {code.name} ({code:#04x})")
+        self.code = code
+
+
+def _round_up(value: int) -> int:
+    return -(-value // ALIGN) * ALIGN
+
+
+def _codes(values, fmt: FloatFormat, name: str) -> np.ndarray:
+    """Codes of ``values``, which must be exactly representable in ``fmt`` (ValueError otherwise)."""
+    values = np.asarray(values)
+    if values.dtype.kind not in "fiuV" and not values.dtype.name.startswith(("float8", "bfloat")):
+        raise ValueError(f"{name} must be a numeric array, not {values.dtype}")
+    as_float = values.astype(np.float64)
+    codes = fmt.encode(as_float)
+    exact = (fmt.decode(codes) == as_float) | (np.isnan(as_float) & fmt.has_nan)
+    if not exact.all():
+        index = tuple(int(i) for i in np.unravel_index(np.flatnonzero(~exact)[0], values.shape))
+        raise ValueError(f"{name}{list(index)} = {float(as_float[index])!r} is not exactly "
+                         f"representable in {fmt}")
+    return codes
+
+
+class Device:
+    """The accelerator, through one backend.
+
+    Parameters
+    ----------
+    backend : "golden"
+        Which implementation runs the commands (``rtl`` and ``serial`` join as they land).
+    seed : int
+        Base of the stochastic-rounding seeds: call ``n`` of the device uses ``seed + n``.
+    memory_bytes : int
+        Device memory for the operands of one call.
+    """
+
+    def __init__(self, backend: str = "golden", *, seed: int = 0, memory_bytes: int = 1 << 24):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
+        from .sim.golden.device import GoldenDevice
+        self.link = GoldenDevice(memory_bytes)
+        self.memory_bytes = memory_bytes
+        self.seed = seed
+        self.calls = 0
+        if self.link.read_csr(Reg.ID) != DEVICE_ID:
+            raise RuntimeError(f"no fp8train device on the {backend} backend")
+        config = self.link.read_csr(Reg.CONFIG_ARRAY)
+        self.rows, self.cols, self.rbits = config & 0xFF, (config >> 8) & 0xFF, (config >> 16) & 0xFF
+        self.max_chunk = self.link.read_csr(Reg.CONFIG_LIMITS) & 0xFFFF
+        self._head = 0
+        self._ring = 0
+        self.link.write_csr(Reg.RING_BASE, self._ring)
+        self.link.write_csr(Reg.RING_SIZE, RING_SLOTS)
+        self.link.write_csr(Reg.WINDOW_BASE, 0)
+        self.link.write_csr(Reg.WINDOW_LIMIT, memory_bytes)
+        self.link.write_csr(Reg.IRQ_MASK, Irq.DONE)
+        self.link.write_csr(Reg.CTRL, Ctrl.ENABLE)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        close = getattr(self.link, "close", None)
+        if close is not None:
+            close()
+
+    def matmul(self, a, b, *, out="fp16", rounding="nearest", chunk=64, relu=False, trans_a=False,
+               trans_b=False, c=None, scale=0) -> np.ndarray:
+        """``op(a) @ op(b)`` with E5M2 operands, chunked FP16_169 accumulation and the chosen output.
+
+        ``op`` transposes when ``trans_a``/``trans_b`` (the device reads the stored layout; nothing is
+        transposed on the host). ``rounding`` applies to the accumulation and to the output conversion.
+        ``c`` (values exact in FP16_169) is added before ReLU; ``scale`` multiplies by ``2**scale``
+        before the conversion. Returns float32 values (every result format is exact in float32).
+        """
+        if out not in OUTPUTS:
+            raise ValueError(f"out must be one of {', '.join(map(repr, OUTPUTS))}, not {out!r}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, not {rounding!r}")
+        if not isinstance(chunk, (int, np.integer)) or not 1 <= chunk <= self.max_chunk:
+            raise ValueError(f"chunk must be an integer from 1 to {self.max_chunk}, not {chunk!r}")
+        if not isinstance(scale, (int, np.integer)) or not -128 <= scale <= 127:
+            raise ValueError(f"scale must be an integer from -128 to 127, not {scale!r}")
+        a_codes, b_codes = _codes(a, E5M2, "a"), _codes(b, E5M2, "b")
+        if a_codes.ndim != 2 or b_codes.ndim != 2:
+            raise ValueError(f"a and b must be 2-D, not {a_codes.ndim}-D and {b_codes.ndim}-D")
+        m, k = a_codes.shape[::-1] if trans_a else a_codes.shape
+        k_b, n = b_codes.shape[::-1] if trans_b else b_codes.shape
+        if k != k_b:
+            raise ValueError(f"inner dimensions differ: op(a) is {m}x{k}, op(b) is {k_b}x{n}")
+        out_code, out_fmt = OUTPUTS[out]
+        flags = ((Flag.TRANS_A if trans_a else 0) | (Flag.TRANS_B if trans_b else 0)
+                 | (Flag.RELU if relu else 0) | out_code << FLAG_OUT_SHIFT)
+        if rounding == "stochastic":
+            flags |= Flag.ACC_STOCHASTIC | Flag.OUT_STOCHASTIC
+
+        buffers = _Allocator(RING_SLOTS * DESCRIPTOR_BYTES, self.memory_bytes)
+        addr_a, stride_a = buffers.matrix(self.link, a_codes)
+        addr_b, stride_b = buffers.matrix(self.link, b_codes)
+        addr_c = stride_c = 0
+        if c is not None:
+            c_codes = _codes(c, FP16_169, "c")
+            if c_codes.shape != (m, n):
+                raise ValueError(f"c must have the result's shape {(m, n)}, not {c_codes.shape}")
+            addr_c, stride_c = buffers.matrix(self.link, c_codes)
+            flags |= Flag.HAS_C
+        out_bytes = out_fmt.width // 8
+        stride_d = _round_up(n * out_bytes)
+        addr_d = buffers.take(m * stride_d)
+        desc = Descriptor(opcode=Opcode.GEMM, flags=int(flags), m=m, n=n, k=k, chunk=int(chunk),
+                          scale=int(scale), seed=(self.seed + self.calls) & 0xFFFF_FFFF,
+                          addr_a=addr_a, stride_a=stride_a, addr_b=addr_b, stride_b=stride_b,
+                          addr_c=addr_c, stride_c=stride_c, addr_d=addr_d, stride_d=stride_d)
+        self.calls += 1
+        self.submit(desc)
+        raw = np.frombuffer(self.link.read_mem(addr_d, m * stride_d), dtype=np.uint8).reshape(m, stride_d)
+        codes = raw[:, :n * out_bytes].copy().view("<u2" if out_bytes == 2 else np.uint8)
+        return out_fmt.decode(codes).astype(np.float32)
+
+    def submit(self, desc: Descriptor) -> None:
+        """Run one descriptor through the ring and wait for it; raise :class:`DeviceError` on failure."""
+        slot = self._ring + (self._head % RING_SLOTS) * DESCRIPTOR_BYTES
+        self.link.write_mem(slot, desc.replace(status=0).pack())
+        self._head = (self._head + 1) & 0xFFFF
+        self.link.write_csr(Reg.RING_HEAD, self._head)
+        if not self.link.wait_irq(TIMEOUT_CYCLES):
+            raise TimeoutError("the device did not complete the command")
+        self.link.write_csr(Reg.IRQ_STATUS, Irq.DONE | Irq.ERROR)
+        status = int.from_bytes(self.link.read_mem(slot + 4, 4), "little")
+        if not status & STATUS_DONE:
+            raise RuntimeError(f"interrupt without completion (status {status:#x})")
+        code = ErrorCode(status & 0xFF)
+        if code != ErrorCode.OK:
+            raise DeviceError(code)
+
+
+class _Allocator:
+    """Bump allocation of one call's buffers in device memory, every row padded to whole bus beats."""
+
+    def __init__(self, start: int, limit: int):
+        self.next, self.limit = start, limit
+
+    def take(self, nbytes: int) -> int:
+        addr = self.next
+        self.next = _round_up(addr + nbytes)
+        if self.next > self.limit:
+            raise ValueError(f"operands need {self.next} bytes of device memory, more than its {self.limit}")
+        return addr
+
+    def matrix(self, link, codes: np.ndarray) -> tuple[int, int]:
+        """Store a code matrix row by row; returns (address, row stride)."""
+        raw = codes.astype("<u2").view(np.uint8) if codes.dtype.itemsize == 2 else codes.astype(np.uint8)
+        raw = raw.reshape(codes.shape[0], -1)
+        stride = _round_up(raw.shape[1])
+        padded = np.zeros((raw.shape[0], stride), dtype=np.uint8)
+        padded[:, :raw.shape[1]] = raw
+        addr = self.take(padded.size)
+        link.write_mem(addr, padded.tobytes())
+        return addr, stride

@@ -1,0 +1,202 @@
+"""Golden model of the whole accelerator at its host interface: registers, command ring, descriptors.
+
+:class:`GoldenDevice` answers the same host operations as the simulated and the real device (read/write
+a register, read/write host memory, wait for the interrupt), so the driver is written once and every
+backend is checked against this one. Command semantics live in :func:`check` (which error a descriptor
+earns, in the order the hardware tests them) and :func:`run_gemm` (what a GEMM writes).
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...formats import E4M3, E5M2, FP16_169
+from ...protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, MAX_DIM,
+                         STATUS_DONE, VERSION, Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat,
+                         Reg, Status)
+from .arith import matmul
+from .lfsr import LfsrBank
+
+__all__ = ["DeviceConfig", "GoldenDevice", "check", "run_gemm", "OUT_FORMATS", "OUTPUT_SEED_SALT"]
+
+OUT_FORMATS = {OutFormat.FP16_169: FP16_169, OutFormat.E5M2: E5M2, OutFormat.E4M3: E4M3}
+#: The output conversion's random bits come from output lanes seeded with ``seed ^ OUTPUT_SEED_SALT``
+#: (one draw per output), so they never repeat the accumulation's bits.
+OUTPUT_SEED_SALT = 0xA5A5_5A5A
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """What a device reports in its CONFIG registers; results never depend on ``rows``/``cols``."""
+    rows: int = 8
+    cols: int = 8
+    rbits: int = 8
+    max_chunk: int = 4096
+    ring_log2_max: int = 12
+
+
+def _row_bytes(desc: Descriptor):
+    """(rows, bytes per row) of the A, B, C and D buffers as stored in memory."""
+    trans_a, trans_b = desc.flags & Flag.TRANS_A, desc.flags & Flag.TRANS_B
+    out_bytes = 2 if (desc.flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT == OutFormat.FP16_169 else 1
+    buffers = {
+        "a": (desc.addr_a, desc.stride_a, *((desc.k, desc.m) if trans_a else (desc.m, desc.k))),
+        "b": (desc.addr_b, desc.stride_b, *((desc.n, desc.k) if trans_b else (desc.k, desc.n))),
+        "d": (desc.addr_d, desc.stride_d, desc.m, desc.n * out_bytes),
+    }
+    if desc.flags & Flag.HAS_C:
+        buffers["c"] = (desc.addr_c, desc.stride_c, desc.m, 2 * desc.n)
+    return buffers
+
+
+def _span(addr, stride, rows, row_bytes):
+    """Bytes a buffer occupies, its last row rounded up to whole bus beats (the DMA reads whole beats)."""
+    return (rows - 1) * stride + -(-row_bytes // ALIGN) * ALIGN
+
+
+def check(desc: Descriptor, reserved_clear: bool, config: DeviceConfig, window: tuple[int, int]) -> ErrorCode:
+    """The error a descriptor completes with before any data moves, in the hardware's order."""
+    if desc.opcode not in (Opcode.FENCE, Opcode.GEMM):
+        return ErrorCode.BAD_OPCODE
+    if not reserved_clear or desc.flags & ~FLAGS_DEFINED:
+        return ErrorCode.RESERVED_BITS
+    if desc.opcode == Opcode.FENCE:
+        return ErrorCode.OK
+    if (desc.flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT not in OUT_FORMATS:
+        return ErrorCode.BAD_FORMAT
+    if not all(1 <= dim <= MAX_DIM for dim in (desc.m, desc.n, desc.k)):
+        return ErrorCode.BAD_DIMENSION
+    if desc.chunk > config.max_chunk:
+        return ErrorCode.BAD_CHUNK
+    buffers = _row_bytes(desc)
+    for addr, stride, rows, row_bytes in buffers.values():
+        if addr % ALIGN or stride % ALIGN or stride < row_bytes:
+            return ErrorCode.MISALIGNED
+    base, limit = window
+    for addr, stride, rows, row_bytes in buffers.values():
+        if addr < base or addr + _span(addr, stride, rows, row_bytes) > limit:
+            return ErrorCode.OUT_OF_WINDOW
+    return ErrorCode.OK
+
+
+def _read_matrix(memory, addr, stride, rows, cols, itemsize):
+    view = np.lib.stride_tricks.as_strided(memory[addr:], shape=(rows, cols * itemsize), strides=(stride, 1))
+    raw = np.ascontiguousarray(view)
+    return raw.view("<u2") if itemsize == 2 else raw
+
+
+def run_gemm(desc: Descriptor, memory: np.ndarray, config: DeviceConfig) -> None:
+    """Execute a checked GEMM descriptor on ``memory`` (a uint8 array), writing D.
+
+    D = out(relu(chunked(A @ B) + C) * 2**scale): A and B are E5M2 codes, the accumulation is golden
+    ``matmul`` into FP16_169 (stochastic lanes from ``LfsrBank.for_outputs(seed, M, N)``), C is added
+    with round-to-nearest, ReLU turns negative values (not NaN) into +0, and the scaled value is rounded
+    once into the output format (stochastic bits from one draw of the ``seed ^ OUTPUT_SEED_SALT`` lanes).
+    """
+    flags, m, n, k = Flag(desc.flags & FLAGS_DEFINED), desc.m, desc.n, desc.k
+    a = _read_matrix(memory, desc.addr_a, desc.stride_a, *((k, m) if flags & Flag.TRANS_A else (m, k)), 1)
+    b = _read_matrix(memory, desc.addr_b, desc.stride_b, *((n, k) if flags & Flag.TRANS_B else (k, n)), 1)
+    a = a.T if flags & Flag.TRANS_A else a
+    b = b.T if flags & Flag.TRANS_B else b
+    overflow = "inf" if flags & Flag.OVERFLOW_INF else "saturate"
+    acc_sr = bool(flags & Flag.ACC_STOCHASTIC)
+    c = _read_matrix(memory, desc.addr_c, desc.stride_c, m, n, 2) if flags & Flag.HAS_C else None
+    total = matmul(a, b, chunk=desc.chunk or k, rounding="stochastic" if acc_sr else "nearest",
+                   lfsr=LfsrBank.for_outputs(desc.seed, m, n, config.rbits) if acc_sr else None,
+                   overflow=overflow, c=c)
+    if flags & Flag.RELU:
+        negative = (total >> 15 == 1) & ~np.isnan(FP16_169.decode(total))
+        total = np.where(negative, 0, total).astype(total.dtype)
+    out_fmt = OUT_FORMATS[OutFormat((desc.flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT)]
+    scaled = FP16_169.decode(total) * 2.0 ** desc.scale
+    if flags & Flag.OUT_STOCHASTIC:
+        lanes = LfsrBank.for_outputs(desc.seed ^ OUTPUT_SEED_SALT, m, n, config.rbits)
+        d = out_fmt.encode(scaled, "stochastic", rand=lanes.draw(), rbits=config.rbits, overflow=overflow)
+    else:
+        d = out_fmt.encode(scaled, overflow=overflow)
+    raw = d.astype("<u2").view(np.uint8) if out_fmt.width == 16 else d.astype(np.uint8)
+    raw = raw.reshape(m, -1)
+    for i in range(m):
+        start = desc.addr_d + i * desc.stride_d
+        memory[start:start + raw.shape[1]] = raw[i]
+
+
+class GoldenDevice:
+    """The accelerator as its host sees it, executing each descriptor when the doorbell rings.
+
+    Parameters
+    ----------
+    memory_bytes : int
+        Size of the host memory the device's DMA reaches (addresses 0 .. memory_bytes - 1).
+    config : DeviceConfig
+    """
+
+    def __init__(self, memory_bytes: int = 1 << 20, config: DeviceConfig = DeviceConfig()):
+        self.memory = np.zeros(memory_bytes, dtype=np.uint8)
+        self.config = config
+        self.regs = {Reg.CTRL: 0, Reg.ERROR: 0, Reg.IRQ_STATUS: 0, Reg.IRQ_MASK: 0, Reg.RING_BASE: 0,
+                     Reg.RING_SIZE: 1, Reg.RING_HEAD: 0, Reg.RING_TAIL: 0, Reg.WINDOW_BASE: 0,
+                     Reg.WINDOW_LIMIT: 0}
+        self.done = 0
+        self.mac_cycles = 0
+
+    # -- host operations ------------------------------------------------------------------------
+    def read_csr(self, addr: int) -> int:
+        config = self.config
+        fixed = {Reg.ID: DEVICE_ID, Reg.VERSION: VERSION,
+                 Reg.CONFIG_ARRAY: config.rows | config.cols << 8 | config.rbits << 16,
+                 Reg.CONFIG_LIMITS: config.max_chunk | config.ring_log2_max << 16,
+                 Reg.STATUS: Status.ERROR if self.regs[Reg.ERROR] else 0,
+                 Reg.PERF_DONE: self.done}
+        if addr in fixed:
+            return int(fixed[addr])
+        if addr in self.regs:
+            return self.regs[addr]
+        if addr in (Reg.PERF_BUSY, Reg.PERF_BUSY + 4, Reg.PERF_MAC, Reg.PERF_MAC + 4,
+                    Reg.PERF_DMA_STALL, Reg.PERF_DMA_STALL + 4):
+            return 0                                   # the golden model has no notion of cycles
+        raise ValueError(f"no register at {addr:#x}")
+
+    def write_csr(self, addr: int, value: int) -> None:
+        if addr == Reg.IRQ_STATUS:
+            self.regs[addr] &= ~value
+        elif addr == Reg.PERF_CLEAR:
+            self.done = 0
+        elif addr == Reg.CTRL:
+            self.regs[addr] = value & Ctrl.ENABLE
+        elif addr in self.regs and addr != Reg.RING_TAIL:
+            self.regs[addr] = value & (0xFFFF if addr == Reg.RING_HEAD else 0xFFFF_FFFF)
+        else:
+            raise ValueError(f"no writable register at {addr:#x}")
+        self._run()
+
+    def read_mem(self, addr: int, nbytes: int) -> bytes:
+        return self.memory[addr:addr + nbytes].tobytes()
+
+    def write_mem(self, addr: int, data: bytes) -> None:
+        self.memory[addr:addr + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+    def irq(self) -> bool:
+        return bool(self.regs[Reg.IRQ_STATUS] & self.regs[Reg.IRQ_MASK])
+
+    def wait_irq(self, timeout_cycles: int) -> bool:
+        return self.irq()
+
+    # -- the command engine ---------------------------------------------------------------------
+    def _run(self) -> None:
+        regs = self.regs
+        size = regs[Reg.RING_SIZE]
+        if not regs[Reg.CTRL] & Ctrl.ENABLE or size & (size - 1) or not 1 <= size <= 1 << self.config.ring_log2_max:
+            return
+        while regs[Reg.RING_TAIL] != regs[Reg.RING_HEAD]:
+            slot = regs[Reg.RING_BASE] + (regs[Reg.RING_TAIL] % size) * DESCRIPTOR_BYTES
+            desc, reserved_clear = Descriptor.unpack(self.read_mem(slot, DESCRIPTOR_BYTES))
+            code = check(desc, reserved_clear, self.config, (regs[Reg.WINDOW_BASE], regs[Reg.WINDOW_LIMIT]))
+            if code == ErrorCode.OK and desc.opcode == Opcode.GEMM:
+                run_gemm(desc, self.memory, self.config)
+            self.write_mem(slot + 4, int(STATUS_DONE | code).to_bytes(4, "little"))
+            regs[Reg.RING_TAIL] = (regs[Reg.RING_TAIL] + 1) & 0xFFFF
+            regs[Reg.IRQ_STATUS] |= Irq.DONE | (Irq.ERROR if code else 0)
+            if code:
+                regs[Reg.ERROR] = code
+            self.done += 1
