@@ -18,6 +18,7 @@ from fp8train.hw.arith.add import FpAdd
 from fp8train.hw.arith.lfsr import LfsrBank
 from fp8train.hw.arith.mac import ChunkMac
 from fp8train.hw.arith.mul import FpMul
+from fp8train.hw.arith.output import OutputUnit
 
 __all__ = ["Unit", "UNITS", "to_verilog", "top_ports"]
 
@@ -55,6 +56,11 @@ UNITS = [
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
         **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("chunk_add_", "total_add_", "product_", "advance")},
+    }),
+    Unit("output_unit", lambda: OutputUnit(rbits=8), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
+        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("c_add_", "value_", "to_")},
     }),
     Unit("fp_convert", lambda: FpConvert(src=FP16_169, dst=E5M2), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",

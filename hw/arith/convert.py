@@ -21,19 +21,21 @@ MAX_RBITS = 16
 
 
 def convert_code(m: Module, src: FloatFormat, dst: FloatFormat, code, *, stochastic, rand, saturate,
-                 name: str) -> Signal:
+                 name: str, scale=None) -> Signal:
     """Combinational ``dst`` code of the ``src`` code ``code``, the same rule as golden ``convert``.
 
     The significand (hidden bit included, none for subnormals) is shifted left by its leading zeros
     and the exponent of its top bit lowered by as many, then zeros are appended below until the
-    rounder has ``len(rand) + 1`` remainder bits under ``dst``'s ``man_bits + 1``.
+    rounder has ``len(rand) + 1`` remainder bits under ``dst``'s ``man_bits + 1``. A signed ``scale``
+    multiplies the value by ``2**scale`` before its one rounding (the output unit's scaling).
     """
     op = unpack(m, src, code, name)
     sig_width = src.man_bits + 1
     sig = op.sig
     shift = leading_zeros(m, sig, f"{name}_lz")
-    exp = Signal(signed(min_exp_width(src, dst)), name=f"{name}_exp")   # of the normalised top bit
-    m.d.comb += exp.eq(op.exp_field - src.bias - shift)
+    scale_width = 0 if scale is None else len(scale)
+    exp = Signal(signed(min_exp_width(src, dst) + scale_width), name=f"{name}_exp")  # of the top bit
+    m.d.comb += exp.eq(op.exp_field - src.bias - shift + (0 if scale is None else scale))
     pad = max(0, dst.man_bits + len(rand) + 2 - sig_width)
     normalised = Signal(sig_width + pad, name=f"{name}_normalised")
     m.d.comb += normalised.eq(Cat(Const(0, pad), (sig << shift)[:sig_width]))

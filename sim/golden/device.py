@@ -10,14 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...formats import E4M3, E5M2, FP16_169
+from ...formats import E4M3, E5M2, FP16_169, FloatFormat
 from ...protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, MAX_DIM,
                          STATUS_DONE, VERSION, Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat,
                          Reg, Status)
 from .arith import matmul
 from .lfsr import LfsrBank
 
-__all__ = ["DeviceConfig", "GoldenDevice", "check", "run_gemm", "OUT_FORMATS", "OUTPUT_SEED_SALT"]
+__all__ = ["DeviceConfig", "GoldenDevice", "check", "run_gemm", "output_stage", "OUT_FORMATS",
+           "OUTPUT_SEED_SALT"]
 
 OUT_FORMATS = {OutFormat.FP16_169: FP16_169, OutFormat.E5M2: E5M2, OutFormat.E4M3: E4M3}
 #: The output conversion's random bits come from output lanes seeded with ``seed ^ OUTPUT_SEED_SALT``
@@ -104,21 +105,32 @@ def run_gemm(desc: Descriptor, memory: np.ndarray, config: DeviceConfig) -> None
     total = matmul(a, b, chunk=desc.chunk or k, rounding="stochastic" if acc_sr else "nearest",
                    lfsr=LfsrBank.for_outputs(desc.seed, m, n, config.rbits) if acc_sr else None,
                    overflow=overflow, c=c)
-    if flags & Flag.RELU:
-        negative = (total >> 15 == 1) & ~np.isnan(FP16_169.decode(total))
-        total = np.where(negative, 0, total).astype(total.dtype)
     out_fmt = OUT_FORMATS[OutFormat((desc.flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT)]
-    scaled = FP16_169.decode(total) * 2.0 ** desc.scale
+    rand = None
     if flags & Flag.OUT_STOCHASTIC:
-        lanes = LfsrBank.for_outputs(desc.seed ^ OUTPUT_SEED_SALT, m, n, config.rbits)
-        d = out_fmt.encode(scaled, "stochastic", rand=lanes.draw(), rbits=config.rbits, overflow=overflow)
-    else:
-        d = out_fmt.encode(scaled, overflow=overflow)
+        rand = LfsrBank.for_outputs(desc.seed ^ OUTPUT_SEED_SALT, m, n, config.rbits).draw()
+    d = output_stage(total, out_fmt, relu=bool(flags & Flag.RELU), scale=desc.scale, rand=rand,
+                     rbits=config.rbits, overflow=overflow)
     raw = d.astype("<u2").view(np.uint8) if out_fmt.width == 16 else d.astype(np.uint8)
     raw = raw.reshape(m, -1)
     for i in range(m):
         start = desc.addr_d + i * desc.stride_d
         memory[start:start + raw.shape[1]] = raw[i]
+
+
+def output_stage(total, out_fmt: FloatFormat, *, relu=False, scale=0, rand=None, rbits=None,
+                 overflow="saturate"):
+    """The output unit on FP16_169 codes (C already added): ReLU turns a negative value (not NaN,
+    -0 included) into +0, then ``value * 2**scale`` is rounded once into ``out_fmt``, stochastically
+    when ``rand`` is given."""
+    total = np.asarray(total)
+    if relu:
+        negative = (total >> (FP16_169.width - 1) == 1) & ~np.isnan(FP16_169.decode(total))
+        total = np.where(negative, 0, total).astype(total.dtype)
+    scaled = FP16_169.decode(total) * 2.0 ** scale
+    if rand is None:
+        return out_fmt.encode(scaled, overflow=overflow)
+    return out_fmt.encode(scaled, "stochastic", rand=rand, rbits=rbits, overflow=overflow)
 
 
 class GoldenDevice:
