@@ -15,6 +15,7 @@ from amaranth.lib import wiring
 from fp8train.formats import E5M2, FP16_169
 from fp8train.hw.arith.convert import FpConvert
 from fp8train.hw.arith.add import FpAdd
+from fp8train.hw.arith.lane_keys import LaneKeyHasher
 from fp8train.hw.arith.lfsr import LfsrBank
 from fp8train.hw.arith.mac import ChunkMac
 from fp8train.hw.arith.mul import FpMul
@@ -55,13 +56,14 @@ UNITS = [
     Unit("chunk_mac", lambda: ChunkMac(max_chunk=4096, rbits=8), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
-        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("chunk_add_", "total_add_", "product_", "advance")},
+        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("chunk_add_", "total_add_", "product_")},
     }),
     Unit("output_unit", lambda: OutputUnit(rbits=8), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
         **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("c_add_", "value_", "to_")},
     }),
+    Unit("lane_key_hasher", LaneKeyHasher),
     Unit("fp_convert", lambda: FpConvert(src=FP16_169, dst=E5M2), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice ('! x[8:0]') for 'x == 0'",

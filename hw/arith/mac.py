@@ -74,8 +74,8 @@ class ChunkMac(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         acc_fmt, rbits = self.acc_fmt, self.rbits
-        advance = Signal()                            # the whole pipeline moves together
-        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
+        advance = ~self.o.valid | self.o.ready        # the whole pipeline moves together
+        m.d.comb += self.i.ready.eq(advance)
 
         # Stage 1: the exact product, and whether it ends a chunk.
         count = Signal(range(self.max_chunk))
