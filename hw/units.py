@@ -1,7 +1,8 @@
 """Registry of the gateware units and their conversion to Verilog.
 
 ``fp8train verilog``, the lint test and the RTL benches all go through :func:`to_verilog`, so every
-consumer sees the same top-level port names (``<port>__<member>``, DESIGN.md §8).
+consumer sees the same top-level port names (``<port>__<member>``, but ``<port>_<member>`` inside the AXI
+signatures of ``hw.bus.axi``: DESIGN.md §8).
 """
 
 from dataclasses import dataclass, field
@@ -13,13 +14,18 @@ from amaranth.hdl._ir import PortDirection
 from amaranth.lib import wiring
 
 from fp8train.formats import E5M2, FP16_169
-from fp8train.hw.arith.convert import FpConvert
 from fp8train.hw.arith.add import FpAdd
+from fp8train.hw.arith.convert import FpConvert
 from fp8train.hw.arith.lane_keys import LaneKeyHasher
 from fp8train.hw.arith.lfsr import LfsrBank
 from fp8train.hw.arith.mac import ChunkMac
 from fp8train.hw.arith.mul import FpMul
 from fp8train.hw.arith.output import OutputUnit
+from fp8train.hw.array.scratch import OperandScratch
+from fp8train.hw.array.systolic import SystolicArray
+from fp8train.hw.bus.csr import AxiLiteCsr
+from fp8train.hw.bus.dma import Dma
+from fp8train.hw.engine import CommandEngine
 
 __all__ = ["Unit", "UNITS", "to_verilog", "top_ports"]
 
@@ -38,6 +44,17 @@ class Unit:
 
 _INLINED = ("Yosys inlines the driver of these named combinational intermediates at their uses; "
             "the wires stay for waves (each also drives logic, checked by the RTL benches)")
+
+_PORT_ALIASES = ("Amaranth declares a wire in the parent for each port signal of a processing element, "
+                 "an alias of the net the instance is connected to; inside an east-edge PE, drain_in "
+                 "is the constant 0 that Yosys inlines")
+
+_FSM_CASES = ("Amaranth writes an FSM's next-state and output decode as a case over the declared "
+              "states only; other state codes are unreachable")
+
+_FIFO_WIRES = ("Amaranth declares a wire for each port signal of a submodule (amaranth.lib.fifo "
+               "buffers inside the DMA engines) and for the FIFOs' internal pointers; Yosys inlines "
+               "their drivers at the uses")
 
 UNITS = [
     Unit("lfsr_bank", lambda: LfsrBank(lanes=4, rbits=8), waivers={
@@ -69,6 +86,43 @@ UNITS = [
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice ('! x[8:0]') for 'x == 0'",
         "UNUSEDSIGNAL:convert_*": _INLINED,
     }),
+    Unit("operand_scratch", lambda: OperandScratch(lanes=8, depth=256), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
+        **{f"UNUSEDSIGNAL:{port}__addr*": _INLINED for port in ("port", "read")},
+    }),
+    Unit("systolic_array", lambda: SystolicArray(rows=2, cols=2, rbits=8, max_chunk=4096), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
+        "DECLFILENAME": "Amaranth writes the processing elements as modules into the top's one file",
+        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("chunk_add_", "total_add_", "product_")},
+        **{f"UNUSEDSIGNAL:{port}*": _PORT_ALIASES
+           for port in ("ctl_in", "west", "east", "north", "south", "drain_in__", "drain_out__")},
+    }),
+    Unit("axil_csr", AxiLiteCsr, waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of the multi-bit FSM state for 'state == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+        "UNUSEDSIGNAL:s_axil_a?addr": "the byte-offset bits below a register are ignored: every "
+                                      "access is to a whole register, wstrb selects the bytes",
+    }),
+    Unit("dma", Dma, waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "DECLFILENAME": "Amaranth writes the engines and FIFOs as modules into the top's one file",
+        "SYMRSVDWORD:abort": "the port is named by the controller's contract; 'abort' is only also "
+                             "a C library function, the Verilated model builds and runs",
+        "UNUSEDSIGNAL:m_axi_?id": "every transaction uses ID 0, so responses return in order and "
+                                  "their IDs need no check",
+        **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("beats", "capped", "to_boundary")},
+        **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
+           for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
+                        "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__ready")},
+    }),
+    Unit("command_engine", lambda: CommandEngine(rows=2, cols=2, rbits=8, max_chunk=4096), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+    }),
 ]
 
 
@@ -86,8 +140,26 @@ def top_ports(component: wiring.Component) -> dict:
         if isinstance(value, Const):
             continue
         flow = PortDirection.Input if member.flow == wiring.In else PortDirection.Output
-        ports["__".join(map(str, path))] = (value, flow)
+        ports[_port_name(component.signature, path)] = (value, flow)
     return ports
+
+
+def _port_name(signature: wiring.Signature, path: tuple) -> str:
+    """``path`` joined with ``__``, except that the members of a signature whose class sets
+    ``flat_port_names`` (the AXI signatures of ``hw.bus.axi``) are joined with ``_``:
+    ``s_axil_awaddr``, ``m_axi_rvalid``, as cocotbext-axi's ``from_prefix`` expects."""
+    name, member = str(path[0]), signature.members[path[0]]
+    dims = list(member.dimensions)
+    for part in path[1:]:
+        if dims:                                  # an index into an array member
+            dims.pop(0)
+            name += f"__{part}"
+            continue
+        flat = getattr(member.signature, "flat_port_names", False)
+        name += ("_" if flat else "__") + str(part)
+        member = member.signature.members[part]
+        dims = list(member.dimensions)
+    return name
 
 
 def to_verilog(component: wiring.Component, name: str, *, emit_src: bool = True) -> str:

@@ -10,7 +10,20 @@ from amaranth.lib.wiring import In, Out
 
 from fp8train.sim.golden.lfsr import MAX_RBITS, STATE_BITS, STATE_MASK, TAP, lane_key, seeded_state
 
-__all__ = ["LfsrBank"]
+__all__ = ["LfsrBank", "lfsr_draw"]
+
+
+def lfsr_draw(state, rbits: int) -> tuple:
+    """One draw of ``rbits`` bits (1 to 28) from a 31-bit lane ``state``: ``(drawn, next_state)``.
+
+    Golden ``LfsrBank.draw``'s rule: every new bit comes from the old state, so the drawn integer is
+    ``((state >> 3) ^ state)`` cut to ``rbits`` bits and the next state shifts it in at the top.
+    Shared by :class:`LfsrBank` and the systolic array's per-output lanes.
+    """
+    if not isinstance(rbits, int) or not 1 <= rbits <= MAX_RBITS:
+        raise ValueError(f"rbits must be an integer from 1 to {MAX_RBITS}, not {rbits!r}")
+    drawn = (state[TAP:] ^ state)[:rbits]
+    return drawn, Cat(state[rbits:], drawn)
 
 
 class LfsrBank(wiring.Component):
@@ -55,7 +68,7 @@ class LfsrBank(wiring.Component):
         rbits = self._rbits
         for i in range(self._lanes):
             state = Signal(STATE_BITS, name=f"state{i}", init=seeded_state(0, i))
-            drawn = (state[TAP:] ^ state)[:rbits]
+            drawn, advanced = lfsr_draw(state, rbits)
             m.d.comb += self.o.payload[i].eq(drawn)
 
             key = Const(lane_key(i) & STATE_MASK, STATE_BITS)
@@ -63,5 +76,5 @@ class LfsrBank(wiring.Component):
             with m.If(self.load):
                 m.d.sync += state.eq(Mux(mixed.any(), mixed, key))
             with m.Elif(self.o.ready):
-                m.d.sync += state.eq(Cat(state[rbits:], drawn))
+                m.d.sync += state.eq(advanced)
         return m

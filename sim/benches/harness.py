@@ -6,16 +6,13 @@
 :func:`lint` and :func:`check_lint` run Verilator's linter on the same Verilog.
 """
 
-import fcntl
 import fnmatch
-import hashlib
 import json
 import os
 import re
 import subprocess
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Union
 from xml.etree import ElementTree
@@ -26,11 +23,10 @@ from cocotb_tools.runner import get_runner
 
 from fp8train.hw.units import to_verilog
 from fp8train.sim.benches.streams import PARAMS_ENV
+from fp8train.sim.driver.build import TIMESCALE, BuildError, cached_build, simulator
 from fp8train.toolchain import build_path, configure
 
 __all__ = ["run", "lint", "check_lint", "LintWarning"]
-
-TIMESCALE = ("1ns", "1ps")
 
 # Yosys output trips Verilator's lint warnings (unused bits, width mismatches in its own temporaries);
 # the build must not stop on them. The project's Verilog is linted separately by `lint()`.
@@ -43,18 +39,6 @@ ComponentOrFactory = Union[wiring.Component, Callable[[], wiring.Component]]
 
 def _elaborate(dut: ComponentOrFactory) -> wiring.Component:
     return dut if isinstance(dut, wiring.Component) else dut()
-
-
-@contextmanager
-def _locked(path: Path):
-    """Exclusive lock on ``path`` across processes: one xdist worker builds, the other waits."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _run_dir_name() -> str:
@@ -116,33 +100,15 @@ def run(dut: ComponentOrFactory, name: str, bench: str, *, params: dict | None =
     waves (VCD under Verilator, FST under Icarus) in the run directory
     ``<build dir>/runs/<pytest test name>/``. Returns the results file.
     """
-    configure()
-    sim = os.environ.get("SIM", "verilator")
-    if sim not in _BUILD_ARGS:
-        raise ValueError(f"SIM must be one of {', '.join(_BUILD_ARGS)}, not {sim!r}")
+    sim = simulator()
     waves = os.environ.get("WAVES", "").lower() in _TRUE  # as the runner reads it
-    build_args = _BUILD_ARGS[sim]
-
     verilog = to_verilog(_elaborate(dut), name, emit_src=False)
-    # Tool versions are in the key so that upgrading the venv never reuses a stale simulator build.
-    tools = [metadata.version(package) for package in ("cocotb", "verilator")]
-    key = hashlib.sha256(json.dumps([verilog, sim, build_args, waves, tools]).encode()).hexdigest()[:12]
-    build_dir = build_path("rtl", f"{name}-{sim}-{key}")
+    try:
+        build_dir = cached_build(name, {f"{name}.v": verilog}, name, sim=sim, build_args=_BUILD_ARGS[sim],
+                                 waves=waves)
+    except BuildError as error:
+        pytest.fail(str(error), pytrace=False)
     runner = get_runner(sim)
-    with _locked(build_dir.with_suffix(".lock")):
-        done = build_dir / ".built"
-        if not done.exists():
-            build_dir.mkdir(parents=True, exist_ok=True)
-            source = build_dir / f"{name}.v"
-            source.write_text(verilog)
-            log = build_dir / "build.log"
-            try:
-                runner.build(sources=[source], hdl_toplevel=name, build_args=build_args,
-                             build_dir=build_dir, timescale=TIMESCALE, waves=waves, log_file=log)
-            except RuntimeError:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-                pytest.fail(f"{name}: {sim} build failed; end of {log}:\n{tail}", pytrace=False)
-            done.touch()
 
     test_dir = build_dir / "runs" / _run_dir_name()
     results = test_dir / "results.xml"

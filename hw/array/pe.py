@@ -1,0 +1,164 @@
+"""Processing element of the output-stationary systolic array (DESIGN.md section 3).
+
+One PE owns one output of the tile: it multiplies the operands passing through it, accumulates the
+exact products in chunks (the order of golden :func:`~fp8train.sim.golden.chunk_dot`, as
+:class:`~fp8train.hw.arith.mac.ChunkMac`) and, when the dot product ends, puts the total into its
+drain register. Operands, beat flags and the stochastic-rounding keys travel on through it one
+register later, so a grid of PEs needs no other wiring than neighbour to neighbour.
+"""
+
+from amaranth.hdl import Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from fp8train.sim.golden.lfsr import OUTPUT_FALLBACK_STATE, STATE_BITS
+
+from ...formats import E5M2, FP16_169, FloatFormat
+from ..arith.add import add_codes
+from ..arith.layouts import fp_layout
+from ..arith.lfsr import lfsr_draw
+from ..arith.mul import check_exact_product, mul_codes
+
+__all__ = ["ProcessingElement", "CONTROL", "row_layout", "col_layout", "check_rbits"]
+
+#: The flags of one beat, travelling with it through the grid (down column 0, then along each row).
+#: ``chunk_end`` (the beat ends a chunk: the array's chunk counter or ``last``) and the rounding
+#: options are decided once at the array's edge, so a PE needs no chunk counter of its own and a tile
+#: may change the options without waiting for the previous tile to leave the grid.
+CONTROL = data.StructLayout({"valid": 1, "first": 1, "last": 1, "chunk_end": 1,
+                             "stochastic": 1, "saturate": 1})
+
+
+def row_layout(in_fmt: FloatFormat) -> data.StructLayout:
+    """What moves right along a row: the ``a`` operand and the row's lane key
+    (``(seed ^ row_key) & (2**31 - 1)``, meaningful on a tile's first beat)."""
+    return data.StructLayout({"a": fp_layout(in_fmt), "key": STATE_BITS})
+
+
+def col_layout(in_fmt: FloatFormat) -> data.StructLayout:
+    """What moves down a column: the ``b`` operand and the column's lane key (``col_key & (2**31 - 1)``)."""
+    return data.StructLayout({"b": fp_layout(in_fmt), "key": STATE_BITS})
+
+
+def check_rbits(rbits) -> None:
+    """A beat draws ``2 * rbits`` bits from one 31-bit lane, which holds at most 28 new bits."""
+    if isinstance(rbits, bool) or not isinstance(rbits, int) or not 1 <= rbits <= 14:
+        raise ValueError(f"rbits must be an integer from 1 to 14, not {rbits!r}")
+
+
+class ProcessingElement(wiring.Component):
+    """One output of the systolic array: exact product, chunk accumulator, total, drain register.
+
+    Pipeline (a beat held in the PE's input registers in cycle ``t``):
+
+    * ``t``: the input registers (``east``, ``south``, ``ctl_out``, also the neighbours' inputs) hold
+      the beat; the exact product is formed and the lane draws ``2 * rbits`` bits. On a ``first`` beat
+      the lane draws from its start state ``(row key ^ column key)`` (or ``OUTPUT_FALLBACK_STATE``
+      when that is zero), as golden ``output_state``; every valid beat advances it, golden
+      ``matmul``'s two draws per k step (low half: chunk addition, high half: total addition).
+    * ``t + 1``: chunk addition ``chunk_acc + product`` (the one-cycle loop of ``ChunkMac``).
+    * ``t + 2``: on a chunk end, total addition; on the ``last`` beat the new total goes into the
+      drain register, which holds it in ``t + 3``.
+
+    The drain register otherwise copies ``drain_in`` (the east neighbour's drain register) every
+    cycle: results shift toward column 0, one PE per cycle. A completing total wins over the shifted
+    value; the array's spacing rule keeps the two from meeting.
+
+    The chunk addition's loop closes in one cycle (the critical path, DESIGN.md section 8). The way to
+    a higher clock is to pipeline the adder and interleave independent outputs through it (e.g. a PE
+    holding several outputs of different tiles), never to split one output's sum into partial sums.
+
+    Parameters
+    ----------
+    in_fmt : FloatFormat
+        Operand format.
+    acc_fmt : FloatFormat
+        Accumulation format; it must hold every product exactly.
+    rbits : int
+        Random bits per stochastic rounding, 1 to 14.
+
+    Members
+    -------
+    west : In(row_layout(in_fmt))
+        ``a`` and the row key from the west neighbour (or the array's row skew).
+    east : Out(row_layout(in_fmt))
+        ``west`` one cycle later (the key is taken only with a valid ``first`` beat and held).
+    north : In(col_layout(in_fmt))
+        ``b`` and the column key from the north neighbour (or the array's column skew).
+    south : Out(col_layout(in_fmt))
+        ``north`` one cycle later (the key as in ``east``).
+    ctl_in : In(CONTROL)
+        The flags of the beat arriving with ``west``/``north``.
+    ctl_out : Out(CONTROL)
+        ``ctl_in`` one cycle later: the beat in this PE's input registers (``ctl_out.valid`` means the
+        PE multiplies this cycle).
+    drain_in : In(stream.Signature(acc_fmt.width, always_ready=True))
+        The east neighbour's drain register (``valid`` 0 at the east edge).
+    drain_out : Out(stream.Signature(acc_fmt.width, always_ready=True))
+        This PE's drain register.
+    """
+
+    def __init__(self, *, in_fmt: FloatFormat = E5M2, acc_fmt: FloatFormat = FP16_169, rbits: int = 8):
+        for label, fmt in (("in_fmt", in_fmt), ("acc_fmt", acc_fmt)):
+            if not isinstance(fmt, FloatFormat):
+                raise TypeError(f"{label} must be a FloatFormat, not {fmt!r}")
+        check_exact_product(in_fmt, in_fmt, acc_fmt)
+        check_rbits(rbits)
+        self._in_fmt, self._acc_fmt, self._rbits = in_fmt, acc_fmt, rbits
+        drain = stream.Signature(acc_fmt.width, always_ready=True)
+        super().__init__({
+            "west": In(row_layout(in_fmt)), "east": Out(row_layout(in_fmt)),
+            "north": In(col_layout(in_fmt)), "south": Out(col_layout(in_fmt)),
+            "ctl_in": In(CONTROL), "ctl_out": Out(CONTROL),
+            "drain_in": In(drain), "drain_out": Out(drain),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        in_fmt, acc_fmt, rbits = self._in_fmt, self._acc_fmt, self._rbits
+
+        # Input registers: the beat in this PE, and what the neighbours see next cycle.
+        beat = self.ctl_out
+        m.d.sync += [beat.eq(self.ctl_in), self.east.a.eq(self.west.a), self.south.b.eq(self.north.b)]
+        with m.If(self.ctl_in.valid & self.ctl_in.first):
+            m.d.sync += [self.east.key.eq(self.west.key), self.south.key.eq(self.north.key)]
+
+        # Stage 1: the exact product and this beat's random bits.
+        product = mul_codes(m, in_fmt, in_fmt, acc_fmt, self.east.a, self.south.b, name="product")
+        mixed = self.east.key ^ self.south.key
+        lane = Signal(STATE_BITS, init=OUTPUT_FALLBACK_STATE, name="lane")
+        current = Signal(STATE_BITS, name="lane_current")
+        m.d.comb += current.eq(Mux(beat.first, Mux(mixed.any(), mixed, Const(OUTPUT_FALLBACK_STATE)), lane))
+        drawn, advanced = lfsr_draw(current, 2 * rbits)
+        with m.If(beat.valid):
+            m.d.sync += lane.eq(advanced)
+        p_valid, p_code, p_rand = Signal(), Signal(acc_fmt.width), Signal(2 * rbits)
+        p_beat = Signal(CONTROL)
+        m.d.sync += [p_valid.eq(beat.valid), p_code.eq(product), p_rand.eq(drawn), p_beat.eq(beat)]
+
+        # Stage 2: chunk accumulation; the loop restarts from +0 after a chunk ends.
+        chunk_acc, chunk_restart = Signal(acc_fmt.width), Signal(init=1)
+        chunk_sum = add_codes(m, acc_fmt, Mux(chunk_restart, 0, chunk_acc), p_code,
+                              stochastic=p_beat.stochastic, rand=p_rand[:rbits],
+                              saturate=p_beat.saturate, name="chunk_add")
+        c_valid, c_code, c_rand, c_beat = Signal(), Signal(acc_fmt.width), Signal(rbits), Signal(CONTROL)
+        m.d.sync += [c_valid.eq(p_valid & p_beat.chunk_end), c_code.eq(chunk_sum),
+                     c_rand.eq(p_rand[rbits:]), c_beat.eq(p_beat)]
+        with m.If(p_valid):
+            m.d.sync += [chunk_acc.eq(chunk_sum), chunk_restart.eq(p_beat.chunk_end)]
+
+        # Stage 3: the total, one addition per chunk; the dot product's last chunk completes it.
+        total, total_restart = Signal(acc_fmt.width), Signal(init=1)
+        new_total = add_codes(m, acc_fmt, Mux(total_restart, 0, total), c_code,
+                              stochastic=c_beat.stochastic, rand=c_rand, saturate=c_beat.saturate,
+                              name="total_add")
+        with m.If(c_valid):
+            m.d.sync += [total.eq(new_total), total_restart.eq(c_beat.last)]
+
+        # Drain: a completed total enters; otherwise the east neighbour's register moves in.
+        with m.If(c_valid & c_beat.last):
+            m.d.sync += [self.drain_out.payload.eq(new_total), self.drain_out.valid.eq(1)]
+        with m.Else():
+            m.d.sync += [self.drain_out.payload.eq(self.drain_in.payload),
+                         self.drain_out.valid.eq(self.drain_in.valid)]
+        return m

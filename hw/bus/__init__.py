@@ -1,0 +1,1 @@
+"""Bus interfaces (DESIGN.md §4): AXI signatures, the AXI4-Lite CSR slave and the AXI4 DMA master."""
