@@ -25,7 +25,6 @@ from fp8train.hw.array.scratch import OperandScratch
 from fp8train.hw.array.systolic import SystolicArray
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma
-from fp8train.hw.engine import CommandEngine
 
 __all__ = ["Unit", "UNITS", "to_verilog", "top_ports"]
 
@@ -118,10 +117,6 @@ UNITS = [
         **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
            for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
                         "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__ready")},
-    }),
-    Unit("command_engine", lambda: CommandEngine(rows=2, cols=2, rbits=8, max_chunk=4096), waivers={
-        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
-        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
     }),
 ]
 

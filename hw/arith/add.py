@@ -7,6 +7,7 @@ from amaranth.lib.wiring import In, Out
 from ...formats import FloatFormat
 from .layouts import unpack
 from .rounding import leading_zeros, min_exp_width, round_to_code
+from .stage import register_stage
 
 __all__ = ["FpAdd", "add_codes", "guard_bits"]
 
@@ -121,9 +122,5 @@ class FpAdd(wiring.Component):
         m = Module()
         total = add_codes(m, self.fmt, self.i.payload.a, self.i.payload.b, stochastic=self.stochastic,
                           rand=self.i.payload.rand, saturate=self.saturate, name="add")
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.payload.eq(total), self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        register_stage(m, self.i, self.o, total)
         return m

@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 from ...formats import FloatFormat
 from .layouts import unpack
 from .rounding import leading_zeros, min_exp_width, round_to_code
+from .stage import register_stage
 
 __all__ = ["FpConvert", "convert_code", "MAX_RBITS"]
 
@@ -100,9 +101,5 @@ class FpConvert(wiring.Component):
         m = Module()
         code = convert_code(m, self._src, self._dst, self.i.p.code, stochastic=self.stochastic,
                             rand=self.i.p.rand, saturate=self.saturate, name="convert")
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.p.eq(code), self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        register_stage(m, self.i, self.o, code)
         return m

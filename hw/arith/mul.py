@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from ...formats import FloatFormat
 from .layouts import fp_layout, unpack
 from .rounding import leading_zeros
+from .stage import register_stage
 
 __all__ = ["FpMul", "mul_codes", "check_exact_product", "pair_layout"]
 
@@ -163,9 +164,5 @@ class FpMul(wiring.Component):
         m = Module()
         product = mul_codes(m, self._fmt_a, self._fmt_b, self._out_fmt, self.i.p.a, self.i.p.b,
                             name="product")
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.p.eq(product), self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        register_stage(m, self.i, self.o, product)
         return m

@@ -17,6 +17,7 @@ from ...sim.golden.lfsr import MAX_RBITS, OUTPUT_FALLBACK_STATE, STATE_BITS, TAP
 from .add import add_codes
 from .convert import convert_code
 from .layouts import unpack
+from .stage import register_stage
 
 __all__ = ["OutputUnit", "SCALE_BITS"]
 
@@ -84,9 +85,5 @@ class OutputUnit(wiring.Component):
             with m.If(self.out_format == code):
                 m.d.comb += result.eq(converted)
 
-        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
-        with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [self.o.payload.eq(result), self.o.valid.eq(1)]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        register_stage(m, self.i, self.o, result)
         return m
