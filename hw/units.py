@@ -25,6 +25,7 @@ from fp8train.hw.array.scratch import OperandScratch
 from fp8train.hw.array.systolic import SystolicArray
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma
+from fp8train.hw.engine import CommandEngine
 
 __all__ = ["Unit", "UNITS", "to_verilog", "top_ports"]
 
@@ -114,6 +115,28 @@ UNITS = [
         "UNUSEDSIGNAL:m_axi_?id": "every transaction uses ID 0, so responses return in order and "
                                   "their IDs need no check",
         **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("beats", "capped", "to_boundary")},
+        **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
+           for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
+                        "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__ready")},
+    }),
+    Unit("command_engine", lambda: CommandEngine(rows=2, cols=2, rbits=8, max_chunk=4096), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES + " (also the buffer select of the descriptor check)",
+        "DECLFILENAME": "Amaranth writes the CSR slave, the DMA and its FIFOs as modules into the top's "
+                        "one file",
+        "SYMRSVDWORD:abort": "the port is named by the executor's contract; 'abort' is only also a C "
+                             "library function, the Verilated model builds and runs",
+        "UNUSEDSIGNAL:s_axil_*": "Amaranth declares a wire in the parent for each port signal of the CSR "
+                                 "slave, an alias of the top port; inside it, the byte-offset bits of "
+                                 "the addresses are ignored (every access is to a whole register)",
+        "UNUSEDSIGNAL:m_axi_*": "Amaranth declares a wire in the parent for each port signal of the DMA, "
+                                "an alias of the top port; inside it, the constant attributes (size, "
+                                "burst, ID 0, rready/bready 1) are inlined at the top port and IDs are "
+                                "not checked",
+        **{f"UNUSEDSIGNAL:{name}": _INLINED
+           for name in ("abort$*", "eng_wdata", "irq_set", "owner_exec", "span", "rd_data__payload",
+                        "beats", "capped", "to_boundary")},
         **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
            for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
                         "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__ready")},
