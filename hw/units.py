@@ -25,6 +25,7 @@ from fp8train.hw.array.scratch import OperandScratch
 from fp8train.hw.array.systolic import SystolicArray
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma
+from fp8train.hw.core import Accelerator
 from fp8train.hw.engine import CommandEngine
 
 __all__ = ["Unit", "UNITS", "to_verilog", "top_ports"]
@@ -55,6 +56,11 @@ _FSM_CASES = ("Amaranth writes an FSM's next-state and output decode as a case o
 _FIFO_WIRES = ("Amaranth declares a wire for each port signal of a submodule (amaranth.lib.fifo "
                "buffers inside the DMA engines) and for the FIFOs' internal pointers; Yosys inlines "
                "their drivers at the uses")
+
+_SUBMODULE_PORTS = ("Amaranth declares a wire in the parent for each port signal of a submodule (engine, "
+                    "tile controller, array, processing elements, scratchpads, output unit, key hasher, "
+                    "CSR slave, DMA), an alias of the net it is connected to; constant or unread bits "
+                    "(AXI attributes, IDs, address byte offsets) are inlined at the top ports")
 
 UNITS = [
     Unit("lfsr_bank", lambda: LfsrBank(lanes=4, rbits=8), waivers={
@@ -140,6 +146,26 @@ UNITS = [
         **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
            for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
                         "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__ready")},
+    }),
+    Unit("accelerator", lambda: Accelerator(rows=2, cols=2, rbits=8, max_chunk=4096, k_block=16), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES + " (also the engine's buffer select of the descriptor check)",
+        "DECLFILENAME": "Amaranth writes every submodule as a module into the top's one file",
+        **{f"UNUSEDSIGNAL:{name.rstrip('*')}*": _SUBMODULE_PORTS
+           for name in ("a_read_k", "a_write", "abort", "array_mac_active", "b_read_k", "b_write", "chunk",
+                        "cmd__*", "codes", "ctl_in", "dma_*", "done__*", "drain_*", "east", "exec_*",
+                        "feed__*", "has_c", "i__*", "irq", "key_*", "mac_active", "m_axi_*", "north",
+                        "o__*", "out_*", "port__addr", "read__addr", "read_buffer", "read_k", "relu",
+                        "s_axil_*", "saturate", "scale", "seed", "south", "stochastic", "west")},
+        **{f"UNUSEDSIGNAL:{name.rstrip('*')}*": _INLINED
+           for name in ("beats", "blen", "c_add_*", "c_rel*", "c_start", "capped", "chunk_add_*", "code",
+                        "count", "d_end", "d_first", "d_rel*", "eng_wdata", "irq_set", "lane", "load_*",
+                        "owner_exec", "product_*", "span", "span_*", "to_boundary", "to_e*", "to_fp16*",
+                        "total_add_*", "value_*")},
+        **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
+           for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
+                        "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__*")},
     }),
 ]
 

@@ -1,0 +1,313 @@
+"""cocotb bench: ``hw.core.Accelerator`` (engine + tile controller + array) against ``GoldenDevice``.
+
+The host is cocotbext-axi's ``AxiLiteMaster`` on ``s_axil``; host memory is the DMA bench's
+``FaultyAxiRam`` on ``m_axi`` (read errors injectable at ``FAULT_BASE``). Each test writes operands
+and a ring of GEMM descriptors into RAM, rings the doorbell, waits for ``irq`` and compares the
+whole RAM and the status registers with a :class:`GoldenDevice` (real ``run_gemm``) that ran the
+same ring. Parameters (``bench_params()``): ``rows``, ``cols``, ``rbits``, ``max_chunk``, ``seed``.
+"""
+
+import logging
+import random
+
+import cocotb
+import cocotb.simtime
+import numpy as np
+from cocotb.triggers import RisingEdge, SimTimeoutError, with_timeout
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
+
+from fp8train.protocol import (DESCRIPTOR_BYTES, FLAG_OUT_SHIFT, STATUS_DONE, Ctrl, Descriptor,
+                               ErrorCode, Flag, Irq, Opcode, OutFormat, Reg)
+from fp8train.sim.benches.dma_bench import FAULT_BASE, FaultyAxiRam
+from fp8train.sim.benches.streams import bench_params, reset, start_clock
+from fp8train.sim.golden import device as golden_device
+from fp8train.sim.golden.device import DeviceConfig, GoldenDevice, check
+
+MEM_SIZE = 1 << 16
+RING_BASE = 0x8000
+DATA_BASE = 0x100
+DATA_LIMIT = 0x8000
+WINDOW = (0, MEM_SIZE)
+TIMEOUT_US = 2000
+
+
+def _round8(n):
+    return -(-n // 8) * 8
+
+
+class CoreTB:
+    def __init__(self, dut, seed_offset=0):
+        self.dut = dut
+        params = bench_params()
+        self.config = DeviceConfig(rows=params["rows"], cols=params["cols"], rbits=params["rbits"],
+                                   max_chunk=params["max_chunk"])
+        self.rng = random.Random(params["seed"] + seed_offset)
+        dut.rst.value = 1
+        start_clock(dut)
+        self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        self.ram = FaultyAxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, MEM_SIZE)
+        for side in (self.ram.write_if, self.ram.read_if, self.csr.write_if, self.csr.read_if):
+            side.log.setLevel(logging.WARNING)
+        self.golden = GoldenDevice(MEM_SIZE, self.config)
+        _FAILS.clear()
+        self.head = 0
+        self.next_free = DATA_BASE
+
+    async def start(self):
+        await reset(self.dut)
+        fill = self.rng.randbytes(MEM_SIZE)
+        self.write_mem(0, fill)
+        for reg, value in ((Reg.RING_BASE, RING_BASE), (Reg.RING_SIZE, 16), (Reg.WINDOW_BASE, WINDOW[0]),
+                           (Reg.WINDOW_LIMIT, WINDOW[1]), (Reg.IRQ_MASK, Irq.DONE | Irq.ERROR),
+                           (Reg.CTRL, Ctrl.ENABLE)):
+            await self.write(reg, value)
+
+    async def write(self, addr, value):
+        await with_timeout(self.csr.write(addr, int(value).to_bytes(4, "little")), TIMEOUT_US, "us")
+        self.golden.write_csr(addr, int(value))
+
+    async def read(self, addr):
+        got = await with_timeout(self.csr.read(addr, 4), TIMEOUT_US, "us")
+        return int.from_bytes(got.data, "little")
+
+    def write_mem(self, addr, raw):
+        self.ram.write(addr, raw)
+        self.golden.write_mem(addr, raw)
+
+    def alloc(self, rows, row_bytes, pad):
+        """A buffer of ``rows`` rows: its address and stride (extra ``pad`` beats per row)."""
+        stride = _round8(row_bytes) + 8 * pad
+        addr = self.next_free
+        self.next_free += _round8(stride * rows) + 8
+        assert self.next_free <= DATA_LIMIT, "test data does not fit"
+        return addr, stride
+
+    def operand(self, addr, stride, rows, cols):
+        """E5M2 codes of moderate magnitude (2**-4 to 2**3, some zeros and subnormals), so sums stay
+        finite and every rounding matters; the padding between rows keeps its random bytes."""
+        for i in range(rows):
+            rng = self.rng
+            codes = bytes(rng.choice([0x00, 0x80, 0x01, 0x83]) if rng.random() < 0.05 else
+                          rng.getrandbits(1) << 7 | rng.randint(11, 18) << 2 | rng.getrandbits(2)
+                          for _ in range(cols))
+            self.write_mem(addr + i * stride, codes)
+
+    def gemm(self, m, n, k, flags=0, out=OutFormat.FP16_169, pad=0, **fields):
+        """A GEMM descriptor with fresh buffers (random contents already in RAM)."""
+        flags |= out << FLAG_OUT_SHIFT
+        trans_a, trans_b = flags & Flag.TRANS_A, flags & Flag.TRANS_B
+        addr_a, stride_a = self.alloc(*((k, m) if trans_a else (m, k)), pad)
+        addr_b, stride_b = self.alloc(*((n, k) if trans_b else (k, n)), pad)
+        self.operand(addr_a, stride_a, *((k, m) if trans_a else (m, k)))
+        self.operand(addr_b, stride_b, *((n, k) if trans_b else (k, n)))
+        out_bytes = 2 if out == OutFormat.FP16_169 else 1
+        addr_d, stride_d = self.alloc(m, n * out_bytes, pad)
+        addr_c = stride_c = 0
+        if flags & Flag.HAS_C:
+            addr_c, stride_c = self.alloc(m, 2 * n, pad)
+            # C: finite FP16_169 values of moderate size (random codes would be mostly huge/NaN).
+            for i in range(m):
+                vals = np.array([self.rng.choice([0x3C00, 0xBC00, 0x4000, 0x3800, 0xC200, 0x0000, 0x8000,
+                                                  self.rng.getrandbits(16)]) for _ in range(n)], "<u2")
+                self.write_mem(addr_c + i * stride_c, vals.tobytes())
+        return Descriptor(opcode=Opcode.GEMM, flags=flags, m=m, n=n, k=k, addr_a=addr_a, stride_a=stride_a,
+                          addr_b=addr_b, stride_b=stride_b, addr_c=addr_c, stride_c=stride_c,
+                          addr_d=addr_d, stride_d=stride_d, **fields)
+
+    async def run_ring(self, descs):
+        """Submit ``descs``, wait for the irq and the tail, compare with golden."""
+        for desc in descs:
+            slot = RING_BASE + (self.head % 16) * DESCRIPTOR_BYTES
+            self.write_mem(slot, desc.replace(status=0).pack())
+            self.head = (self.head + 1) & 0xFFFF
+        start = cocotb.simtime.get_sim_time("ns")
+        await self.write(Reg.RING_HEAD, self.head)
+
+        async def finish():
+            while True:
+                await RisingEdge(self.dut.clk)
+                if int(self.dut.irq.value) and await self.read(Reg.RING_TAIL) == self.head:
+                    return
+                if int(self.dut.irq.value):
+                    await self.write(Reg.IRQ_STATUS, Irq.DONE | Irq.ERROR)
+        try:
+            await with_timeout(finish(), TIMEOUT_US, "us")
+        except SimTimeoutError:
+            raise AssertionError(f"tail {await self.read(Reg.RING_TAIL)} never reached {self.head}") from None
+        cycles = (cocotb.simtime.get_sim_time("ns") - start) // 10
+        self.dut._log.info("%d descriptors in %d cycles", len(descs), cycles)
+        await self.write(Reg.IRQ_STATUS, Irq.DONE | Irq.ERROR)
+        return cycles
+
+    def check(self, what, descs, codes=None):
+        for index, desc in enumerate(descs):
+            want = check(desc, True, self.config, WINDOW)
+            assert want == ErrorCode.OK or codes, f"{what}: descriptor {index} refused: {want!r}"
+        got = np.frombuffer(self.ram.read(0, MEM_SIZE), dtype=np.uint8)
+        bad = np.flatnonzero(got != self.golden.memory)
+        assert bad.size == 0, (f"{what}: {bad.size} bytes differ from golden; first at {bad[0]:#x}: "
+                               f"{got[bad[0]]:#04x} != {self.golden.memory[bad[0]]:#04x}")
+
+    def golden_fails(self, desc, code):
+        """Make the golden device complete ``desc`` with ``code`` and leave memory untouched."""
+        _FAILS[desc.addr_d] = code
+        self.golden._run = lambda: _golden_run_with_errors(self.golden)
+
+    def check_statuses(self, what, codes):
+        got = [int.from_bytes(self.ram.read(RING_BASE + i * DESCRIPTOR_BYTES + 4, 4), "little")
+               for i in range(len(codes))]
+        want = [STATUS_DONE | code for code in codes]
+        assert got == want, f"{what}: status words {[hex(g) for g in got]} != {[hex(w) for w in want]}"
+
+    async def check_registers(self, what):
+        for reg in (Reg.STATUS, Reg.ERROR, Reg.RING_TAIL, Reg.PERF_DONE):
+            got, want = await self.read(reg), self.golden.read_csr(reg)
+            assert got == want, f"{what}: {reg.name} {got:#x} != golden {want:#x}"
+
+
+async def _run(dut, descs_of, what, seed_offset):
+    tb = CoreTB(dut, seed_offset)
+    await tb.start()
+    descs = descs_of(tb)
+    await tb.run_ring(descs)
+    tb.check(what, descs)
+    tb.check_statuses(what, [ErrorCode.OK] * len(descs))
+    await tb.check_registers(what)
+
+
+@cocotb.test()
+async def test_shapes(dut):
+    """1x1x1, 3x5x7, several K blocks, every output format."""
+    def descs(tb):
+        return [tb.gemm(1, 1, 1), tb.gemm(3, 5, 7, out=OutFormat.E5M2),
+                tb.gemm(5, 3, 40, out=OutFormat.E4M3, pad=1), tb.gemm(4, 9, 17, pad=2)]
+    await _run(dut, descs, "shapes", 0)
+
+
+@cocotb.test()
+async def test_transposes(dut):
+    def descs(tb):
+        shape = (5, 6, 19)
+        return [tb.gemm(*shape, flags=Flag.TRANS_A), tb.gemm(*shape, flags=Flag.TRANS_B, out=OutFormat.E5M2),
+                tb.gemm(*shape, flags=Flag.TRANS_A | Flag.TRANS_B, out=OutFormat.E4M3, pad=1)]
+    await _run(dut, descs, "transposes", 1)
+
+
+@cocotb.test()
+async def test_options(dut):
+    """C, ReLU, scale, chunking, stochastic rounding with a seed, overflow to inf."""
+    def descs(tb):
+        shape = (5, 5, 21)
+        return [tb.gemm(*shape, flags=Flag.HAS_C | Flag.RELU, scale=-2),
+                tb.gemm(*shape, flags=Flag.HAS_C | Flag.ACC_STOCHASTIC | Flag.OUT_STOCHASTIC,
+                        out=OutFormat.E4M3, seed=0x1234_5678, chunk=4, scale=-3),
+                tb.gemm(*shape, flags=Flag.OVERFLOW_INF | Flag.TRANS_A | Flag.ACC_STOCHASTIC,
+                        out=OutFormat.E5M2, seed=77, chunk=3, scale=12),
+                tb.gemm(*shape, flags=Flag.OUT_STOCHASTIC, seed=5, out=OutFormat.E5M2)]
+    await _run(dut, descs, "options", 2)
+
+
+@cocotb.test()
+async def test_read_error(dut):
+    """A read SLVERR on A ends the GEMM with READ_ERROR; the next GEMM in the ring is correct."""
+    tb = CoreTB(dut, 3)
+    await tb.start()
+    bad = tb.gemm(2, 3, 5).replace(addr_a=FAULT_BASE)
+    good = tb.gemm(3, 2, 9, out=OutFormat.E5M2)
+    tb.golden_fails(bad, ErrorCode.READ_ERROR)           # D stays untouched
+    tb.ram.faults_on = True
+    await tb.run_ring([bad, good])
+    tb.ram.faults_on = False
+    tb.check_statuses("read error", [ErrorCode.READ_ERROR, ErrorCode.OK])
+    tb.check("read error", [bad, good])
+    await tb.check_registers("read error")
+
+
+@cocotb.test()
+async def test_write_error(dut):
+    """A write SLVERR on D ends the GEMM with WRITE_ERROR (nothing of D lands: every burst is
+    refused); the next GEMM is correct."""
+    tb = CoreTB(dut, 4)
+    await tb.start()
+    bad = tb.gemm(3, 3, 9, out=OutFormat.E5M2).replace(addr_d=FAULT_BASE)
+    good = tb.gemm(2, 3, 5)
+    tb.golden_fails(bad, ErrorCode.WRITE_ERROR)
+    tb.ram.faults_on = True
+    await tb.run_ring([bad, good])
+    tb.ram.faults_on = False
+    tb.check_statuses("write error", [ErrorCode.WRITE_ERROR, ErrorCode.OK])
+    tb.check("write error", [bad, good])
+    await tb.check_registers("write error")
+
+
+@cocotb.test()
+async def test_abort(dut):
+    """CTRL.ABORT in the middle of a GEMM completes it ABORTED; the next GEMM is correct. The
+    aborted GEMM's D rows may be partly written: that region is not compared."""
+    tb = CoreTB(dut, 5)
+    await tb.start()
+    victim = tb.gemm(4, 4, 24)
+    good = tb.gemm(3, 2, 9, out=OutFormat.E4M3)
+    tb.golden_fails(victim, ErrorCode.ABORTED)
+    for desc in (victim, good):
+        tb.write_mem(RING_BASE + (tb.head % 16) * DESCRIPTOR_BYTES, desc.pack())
+        tb.head += 1
+    await tb.write(Reg.RING_HEAD, tb.head)
+    for _ in range(600):                                 # well inside the victim's ~3000 cycles
+        await RisingEdge(dut.clk)
+    await tb.csr.write(Reg.CTRL, int(Ctrl.ENABLE | Ctrl.ABORT).to_bytes(4, "little"))
+
+    async def finish():
+        while await tb.read(Reg.RING_TAIL) != tb.head:
+            pass
+    await with_timeout(finish(), TIMEOUT_US, "us")
+    tb.check_statuses("abort", [ErrorCode.ABORTED, ErrorCode.OK])
+    span = victim.m * victim.stride_d
+    tb.golden.memory[victim.addr_d:victim.addr_d + span] = np.frombuffer(
+        tb.ram.read(victim.addr_d, span), np.uint8)
+    tb.check("abort", [victim, good])
+    await tb.check_registers("abort")
+
+
+class _GoldenFail(Exception):
+    """Raised by the golden GEMM of a descriptor that the bench makes fail (see ``golden_fails``)."""
+
+    def __init__(self, code):
+        super().__init__(code.name)
+        self.code = code
+
+
+_FAILS = {}                    # addr_d -> ErrorCode of descriptors whose golden GEMM fails
+_real_run_gemm = golden_device.run_gemm
+
+
+def _run_gemm(desc, memory, config):
+    if desc.addr_d in _FAILS:
+        raise _GoldenFail(_FAILS[desc.addr_d])
+    _real_run_gemm(desc, memory, config)
+
+
+golden_device.run_gemm = _run_gemm
+
+
+def _golden_run_with_errors(golden):
+    """``GoldenDevice._run``, but a GEMM raising ``_GoldenFail`` completes with its code."""
+    regs = golden.regs
+    size = regs[Reg.RING_SIZE]
+    if not regs[Reg.CTRL] & Ctrl.ENABLE:
+        return
+    while regs[Reg.RING_TAIL] != regs[Reg.RING_HEAD]:
+        slot = regs[Reg.RING_BASE] + (regs[Reg.RING_TAIL] % size) * DESCRIPTOR_BYTES
+        desc, reserved_clear = Descriptor.unpack(golden.read_mem(slot, DESCRIPTOR_BYTES))
+        code = check(desc, reserved_clear, golden.config, (regs[Reg.WINDOW_BASE], regs[Reg.WINDOW_LIMIT]))
+        if code == ErrorCode.OK and desc.opcode == Opcode.GEMM:
+            try:
+                golden_device.run_gemm(desc, golden.memory, golden.config)
+            except _GoldenFail as failure:
+                code = failure.code
+        golden.write_mem(slot + 4, int(STATUS_DONE | code).to_bytes(4, "little"))
+        regs[Reg.RING_TAIL] = (regs[Reg.RING_TAIL] + 1) & 0xFFFF
+        regs[Reg.IRQ_STATUS] |= Irq.DONE | (Irq.ERROR if code else 0)
+        if code:
+            regs[Reg.ERROR] = code
+        golden.done += 1
