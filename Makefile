@@ -29,6 +29,7 @@ verilog: $(STAMP)
 
 bench: $(STAMP)
 	$(CLI) bench golden
+	$(CLI) bench gemm
 
 clean:
 	rm -rf build

@@ -12,7 +12,7 @@ from pathlib import Path
 from fp8train.toolchain import build_path
 
 # Subcommand choice -> module whose main(argv) runs it; argv is the rest of the command line.
-BENCHES = {"golden": "fp8train.sim.golden.bench"}
+BENCHES = {"golden": "fp8train.sim.golden.bench", "gemm": "fp8train.sim.driver.gemm_bench"}
 EXPERIMENTS = {"accumulation": "fp8train.sim.experiments.accumulation"}
 
 
@@ -53,7 +53,7 @@ def main(argv=None):
     verilog.set_defaults(run=_verilog, parser=verilog)
 
     for name, help_text, choices in (
-            ("bench", "time the golden model", BENCHES),
+            ("bench", "time the golden model or the simulated accelerator", BENCHES),
             ("experiment", "run a numerical experiment", EXPERIMENTS)):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("which", choices=choices, metavar="{" + ",".join(choices) + "}")

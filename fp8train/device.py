@@ -14,13 +14,15 @@ from .protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, STATU
 
 __all__ = ["Device", "DeviceError", "BACKENDS"]
 
-BACKENDS = ("golden",)
+BACKENDS = ("golden", "rtl")
 OUTPUTS = {"fp16": (OutFormat.FP16_169, FP16_169), "e5m2": (OutFormat.E5M2, E5M2),
            "e4m3": (OutFormat.E4M3, E4M3)}
 ROUNDINGS = ("nearest", "stochastic")
 RING_SLOTS = 16
-#: Simulated cycles a call may take before the driver gives up on the interrupt.
-TIMEOUT_CYCLES = 1 << 30
+#: A command may take this many cycles per PE-step and per byte moved, plus a fixed allowance, before
+#: the driver gives up on its interrupt (the v1 controller needs about 3 per byte; this is generous).
+TIMEOUT_CYCLES_PER_UNIT = 64
+TIMEOUT_CYCLES_FIXED = 100_000
 
 
 class DeviceError(RuntimeError):
@@ -55,19 +57,30 @@ class Device:
 
     Parameters
     ----------
-    backend : "golden"
-        Which implementation runs the commands (``rtl`` and ``serial`` join as they land).
+    backend : "golden" | "rtl"
+        Which implementation runs the commands: the register-level golden model, or the generated
+        Verilog of :class:`~fp8train.hw.core.Accelerator` in a simulator (``$SIM``: Verilator by
+        default, or Icarus), built once and cached under ``build/``.
     seed : int
         Base of the stochastic-rounding seeds: call ``n`` of the device uses ``seed + n``.
     memory_bytes : int
         Device memory for the operands of one call.
+    rows, cols : int
+        Systolic array size of the ``rtl`` backend (results never depend on it).
     """
 
-    def __init__(self, backend: str = "golden", *, seed: int = 0, memory_bytes: int = 1 << 24):
+    def __init__(self, backend: str = "golden", *, seed: int = 0, memory_bytes: int = 1 << 22,
+                 rows: int = 4, cols: int = 4):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
-        from .sim.golden.device import GoldenDevice
-        self.link = GoldenDevice(memory_bytes)
+        if backend == "golden":
+            from .sim.golden.device import GoldenDevice
+            self.link = GoldenDevice(memory_bytes)
+        else:
+            from .hw.core import Accelerator
+            from .sim.driver.rtl import RtlLink
+            self.link = RtlLink.from_component(Accelerator(rows=rows, cols=cols), f"accelerator_{rows}x{cols}",
+                                               ram_bytes=memory_bytes)
         self.memory_bytes = memory_bytes
         self.seed = seed
         self.calls = 0
@@ -144,19 +157,20 @@ class Device:
                           addr_a=addr_a, stride_a=stride_a, addr_b=addr_b, stride_b=stride_b,
                           addr_c=addr_c, stride_c=stride_c, addr_d=addr_d, stride_d=stride_d)
         self.calls += 1
-        self.submit(desc)
+        self.submit(desc, timeout_cycles=TIMEOUT_CYCLES_FIXED + TIMEOUT_CYCLES_PER_UNIT * (
+            m * n * k // (self.rows * self.cols) + buffers.next))
         raw = np.frombuffer(self.link.read_mem(addr_d, m * stride_d), dtype=np.uint8).reshape(m, stride_d)
         codes = raw[:, :n * out_bytes].copy().view("<u2" if out_bytes == 2 else np.uint8)
         return out_fmt.decode(codes).astype(np.float32)
 
-    def submit(self, desc: Descriptor) -> None:
+    def submit(self, desc: Descriptor, *, timeout_cycles: int = TIMEOUT_CYCLES_FIXED) -> None:
         """Run one descriptor through the ring and wait for it; raise :class:`DeviceError` on failure."""
         slot = self._ring + (self._head % RING_SLOTS) * DESCRIPTOR_BYTES
         self.link.write_mem(slot, desc.replace(status=0).pack())
         self._head = (self._head + 1) & 0xFFFF
         self.link.write_csr(Reg.RING_HEAD, self._head)
-        if not self.link.wait_irq(TIMEOUT_CYCLES):
-            raise TimeoutError("the device did not complete the command")
+        if not self.link.wait_irq(timeout_cycles):
+            raise TimeoutError(f"the device did not complete the command within {timeout_cycles} cycles")
         self.link.write_csr(Reg.IRQ_STATUS, Irq.DONE | Irq.ERROR)
         status = int.from_bytes(self.link.read_mem(slot + 4, 4), "little")
         if not status & STATUS_DONE:
