@@ -20,7 +20,6 @@ from fp8train.protocol import (DESCRIPTOR_BYTES, FLAG_OUT_SHIFT, STATUS_DONE, Ct
                                ErrorCode, Flag, Irq, Opcode, OutFormat, Reg)
 from fp8train.sim.benches.dma_bench import FAULT_BASE, FaultyAxiRam
 from fp8train.sim.benches.streams import bench_params, reset, start_clock
-from fp8train.sim.golden import device as golden_device
 from fp8train.sim.golden.device import DeviceConfig, GoldenDevice, check
 
 MEM_SIZE = 1 << 16
@@ -48,8 +47,7 @@ class CoreTB:
         self.ram = FaultyAxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, MEM_SIZE)
         for side in (self.ram.write_if, self.ram.read_if, self.csr.write_if, self.csr.read_if):
             side.log.setLevel(logging.WARNING)
-        self.golden = GoldenDevice(MEM_SIZE, self.config)
-        _FAILS.clear()
+        self.golden = _FaultingGolden(MEM_SIZE, self.config)
         self.head = 0
         self.next_free = DATA_BASE
 
@@ -150,8 +148,7 @@ class CoreTB:
 
     def golden_fails(self, desc, code):
         """Make the golden device complete ``desc`` with ``code`` and leave memory untouched."""
-        _FAILS[desc.addr_d] = code
-        self.golden._run = lambda: _golden_run_with_errors(self.golden)
+        self.golden.fails[desc.addr_d] = code
 
     def check_statuses(self, what, codes):
         got = [int.from_bytes(self.ram.read(RING_BASE + i * DESCRIPTOR_BYTES + 4, 4), "little")
@@ -269,45 +266,13 @@ async def test_abort(dut):
     await tb.check_registers("abort")
 
 
-class _GoldenFail(Exception):
-    """Raised by the golden GEMM of a descriptor that the bench makes fail (see ``golden_fails``)."""
+class _FaultingGolden(GoldenDevice):
+    """The golden device, except that descriptors named in ``fails`` (by their D address) complete with
+    the given code and leave memory untouched, as a bus error does in the hardware."""
 
-    def __init__(self, code):
-        super().__init__(code.name)
-        self.code = code
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.fails = {}
 
-
-_FAILS = {}                    # addr_d -> ErrorCode of descriptors whose golden GEMM fails
-_real_run_gemm = golden_device.run_gemm
-
-
-def _run_gemm(desc, memory, config):
-    if desc.addr_d in _FAILS:
-        raise _GoldenFail(_FAILS[desc.addr_d])
-    _real_run_gemm(desc, memory, config)
-
-
-golden_device.run_gemm = _run_gemm
-
-
-def _golden_run_with_errors(golden):
-    """``GoldenDevice._run``, but a GEMM raising ``_GoldenFail`` completes with its code."""
-    regs = golden.regs
-    size = regs[Reg.RING_SIZE]
-    if not regs[Reg.CTRL] & Ctrl.ENABLE:
-        return
-    while regs[Reg.RING_TAIL] != regs[Reg.RING_HEAD]:
-        slot = regs[Reg.RING_BASE] + (regs[Reg.RING_TAIL] % size) * DESCRIPTOR_BYTES
-        desc, reserved_clear = Descriptor.unpack(golden.read_mem(slot, DESCRIPTOR_BYTES))
-        code = check(desc, reserved_clear, golden.config, (regs[Reg.WINDOW_BASE], regs[Reg.WINDOW_LIMIT]))
-        if code == ErrorCode.OK and desc.opcode == Opcode.GEMM:
-            try:
-                golden_device.run_gemm(desc, golden.memory, golden.config)
-            except _GoldenFail as failure:
-                code = failure.code
-        golden.write_mem(slot + 4, int(STATUS_DONE | code).to_bytes(4, "little"))
-        regs[Reg.RING_TAIL] = (regs[Reg.RING_TAIL] + 1) & 0xFFFF
-        regs[Reg.IRQ_STATUS] |= Irq.DONE | (Irq.ERROR if code else 0)
-        if code:
-            regs[Reg.ERROR] = code
-        golden.done += 1
+    def execute(self, desc):
+        return self.fails[desc.addr_d] if desc.addr_d in self.fails else super().execute(desc)

@@ -29,7 +29,6 @@ from fp8train.protocol import (DESCRIPTOR_BYTES, DEVICE_ID, STATUS_DONE, VERSION
                                ErrorCode, Flag, Irq, Opcode, Reg, Status)
 from fp8train.sim.benches.dma_bench import FAULT_BASE, FaultyAxiRam
 from fp8train.sim.benches.streams import StreamPort, bench_params, collect, drive, reset, start_clock
-from fp8train.sim.golden import device as golden_device
 from fp8train.sim.golden.device import DeviceConfig, GoldenDevice, check
 
 MEM_SIZE = 1 << 16
@@ -38,6 +37,20 @@ WINDOW = (0, 1 << 24)
 TIMEOUT_US = 400
 MAC_LEVEL = 3                  # mac_active while the executor model works
 
+
+
+class _EngineGolden(GoldenDevice):
+    """The golden mirror of an engine without a datapath: a GEMM does what the bench's executor model
+    does (with ``use_dma``, one word of D through the DMA) and completes OK."""
+
+    def __init__(self, tb):
+        super().__init__(MEM_SIZE, tb.config)
+        self.tb = tb
+
+    def execute(self, desc):
+        if self.tb.use_dma and in_ram(desc):
+            self.write_mem(desc.addr_d, d_word(desc).to_bytes(8, "little"))
+        return ErrorCode.OK
 
 class _Side:
     """What one side (read or write) of ``FaultyAxiRam`` asks of the RAM: faults on that side only."""
@@ -137,14 +150,8 @@ class EngineTB:
         self.aborts = 0                # abort pulses seen
         self.mac_sum = 0               # sum of mac_active driven
         self.errors = []
-        # Golden mirror (run_gemm is the datapath's business, not this unit's).
-        golden_device.run_gemm = self._golden_gemm
-        self.golden = GoldenDevice(MEM_SIZE, self.config)
+        self.golden = _EngineGolden(self)
         self.head = 0
-
-    def _golden_gemm(self, desc, memory, config):
-        if self.use_dma and in_ram(desc):
-            memory[desc.addr_d:desc.addr_d + 8] = np.frombuffer(d_word(desc).to_bytes(8, "little"), np.uint8)
 
     def _pauses(self, fraction):
         return (self.rng.random() < fraction for _ in itertools.count())
@@ -534,7 +541,7 @@ async def test_reset_mid_command(dut):
     await reset(dut)
     await _settle(tb, 2)
     tb.hang = tb.drop = False
-    tb.golden = GoldenDevice(MEM_SIZE, tb.config)
+    tb.golden = _EngineGolden(tb)
     tb.golden.write_mem(0, tb.ram.read(0, MEM_SIZE))
     await tb.check_registers("after reset")
     tb.head = 0

@@ -195,6 +195,12 @@ class GoldenDevice:
         return self.irq()
 
     # -- the command engine ---------------------------------------------------------------------
+    def execute(self, desc: Descriptor) -> ErrorCode:
+        """Run a checked GEMM and return its completion code; a bench that mirrors a device without
+        the datapath, or with injected bus errors, overrides this and nothing else."""
+        run_gemm(desc, self.memory, self.config)
+        return ErrorCode.OK
+
     def _run(self) -> None:
         regs = self.regs
         size = regs[Reg.RING_SIZE]
@@ -205,7 +211,7 @@ class GoldenDevice:
             desc, reserved_clear = Descriptor.unpack(self.read_mem(slot, DESCRIPTOR_BYTES))
             code = check(desc, reserved_clear, self.config, (regs[Reg.WINDOW_BASE], regs[Reg.WINDOW_LIMIT]))
             if code == ErrorCode.OK and desc.opcode == Opcode.GEMM:
-                run_gemm(desc, self.memory, self.config)
+                code = self.execute(desc)
             self.write_mem(slot + 4, int(STATUS_DONE | code).to_bytes(4, "little"))
             regs[Reg.RING_TAIL] = (regs[Reg.RING_TAIL] + 1) & 0xFFFF
             regs[Reg.IRQ_STATUS] |= Irq.DONE | (Irq.ERROR if code else 0)
