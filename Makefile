@@ -20,8 +20,17 @@ test-long: $(STAMP)
 test-icarus: $(STAMP)
 	SIM=icarus $(PYTEST) -m rtl tests/ || test $$? -eq 5
 
+# The main job: Verilog, the digits MLP trained with the FP8 recipe on the golden model (full run) and on
+# the simulated RTL (first DEMO_STEPS steps, checked bit for bit against the golden run), the ablations
+# table and plot, and the accumulation experiment.
+DEMO_EPOCHS ?= 10
+DEMO_STEPS ?= 12
 demo: $(STAMP)
 	$(CLI) verilog
+	$(CLI) train digits --backend golden --epochs $(DEMO_EPOCHS) --out build/train_golden.json
+	$(CLI) train digits --backend rtl --epochs $(DEMO_EPOCHS) --steps $(DEMO_STEPS) \
+		--compare build/train_golden.json --out build/train_rtl.json
+	$(CLI) experiment ablations
 	$(CLI) experiment accumulation
 
 verilog: $(STAMP)

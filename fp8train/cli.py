@@ -1,6 +1,6 @@
 """The ``fp8train`` command (DESIGN.md §1): one entry point for the Makefile and for users.
 
-Subcommands that belong to other parts of the project (``bench``, ``experiment``) import their module
+Subcommands that belong to other parts of the project (``bench``, ``experiment``, ``train``) import their module
 only when run, so ``fp8train verilog`` and ``--help`` work without them and without their cost.
 """
 
@@ -13,7 +13,9 @@ from fp8train.toolchain import build_path
 
 # Subcommand choice -> module whose main(argv) runs it; argv is the rest of the command line.
 BENCHES = {"golden": "fp8train.sim.golden.bench", "gemm": "fp8train.sim.driver.gemm_bench"}
-EXPERIMENTS = {"accumulation": "fp8train.sim.experiments.accumulation"}
+EXPERIMENTS = {"accumulation": "fp8train.sim.experiments.accumulation",
+               "ablations": "fp8train.sim.experiments.ablations"}
+TRAINERS = {"digits": "fp8train.sim.train"}
 
 
 def _run_module(parser, kind, module, argv):
@@ -54,7 +56,8 @@ def main(argv=None):
 
     for name, help_text, choices in (
             ("bench", "time the golden model or the simulated accelerator", BENCHES),
-            ("experiment", "run a numerical experiment", EXPERIMENTS)):
+            ("experiment", "run a numerical experiment", EXPERIMENTS),
+            ("train", "train a network on the device", TRAINERS)):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("which", choices=choices, metavar="{" + ",".join(choices) + "}")
         sub.add_argument("rest", nargs=argparse.REMAINDER, metavar="...",

@@ -9,8 +9,8 @@ writes one descriptor into the command ring, rings the doorbell and reads the re
 import numpy as np
 
 from .formats import E4M3, E5M2, FP16_169, FloatFormat
-from .protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, STATUS_DONE, Ctrl, Descriptor,
-                       ErrorCode, Flag, Irq, Opcode, OutFormat, Reg)
+from .protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, MAX_UPDATE_COUNT, STATUS_DONE, Ctrl,
+                       Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg)
 
 __all__ = ["Device", "DeviceError", "BACKENDS"]
 
@@ -18,9 +18,11 @@ BACKENDS = ("golden", "rtl")
 OUTPUTS = {"fp16": (OutFormat.FP16_169, FP16_169), "e5m2": (OutFormat.E5M2, E5M2),
            "e4m3": (OutFormat.E4M3, E4M3)}
 ROUNDINGS = ("nearest", "stochastic")
+#: FP8 copy formats of :meth:`Device.sgd_update`.
+COPIES = {None: (OutFormat.FP16_169, None), "e5m2": (OutFormat.E5M2, E5M2), "e4m3": (OutFormat.E4M3, E4M3)}
 RING_SLOTS = 16
 #: A command may take this many cycles per PE-step and per byte moved, plus a fixed allowance, before
-#: the driver gives up on its interrupt (the v1 controller needs about 3 per byte; this is generous).
+#: the driver gives up on its interrupt (generous: a sequential controller needed about 3 per byte).
 TIMEOUT_CYCLES_PER_UNIT = 64
 TIMEOUT_CYCLES_FIXED = 100_000
 
@@ -74,8 +76,8 @@ class Device:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
         if backend == "golden":
-            from .sim.golden.device import GoldenDevice
-            self.link = GoldenDevice(memory_bytes)
+            from .sim.golden.device import DeviceConfig, GoldenDevice
+            self.link = GoldenDevice(memory_bytes, DeviceConfig())
         else:
             from .hw.core import Accelerator
             from .sim.driver.rtl import RtlLink
@@ -83,6 +85,7 @@ class Device:
                                                ram_bytes=memory_bytes)
         self.memory_bytes = memory_bytes
         self.seed = seed
+        self.backend = backend
         self.calls = 0
         if self.link.read_csr(Reg.ID) != DEVICE_ID:
             raise RuntimeError(f"no fp8train device on the {backend} backend")
@@ -162,6 +165,69 @@ class Device:
         raw = np.frombuffer(self.link.read_mem(addr_d, m * stride_d), dtype=np.uint8).reshape(m, stride_d)
         codes = raw[:, :n * out_bytes].copy().view("<u2" if out_bytes == 2 else np.uint8)
         return out_fmt.decode(codes).astype(np.float32)
+
+    def sgd_update(self, w, g, *, lr, momentum=None, v=None, weight_decay=None, scale=0,
+                   rounding="stochastic", copy="e5m2"):
+        """One SGD step on FP16_169 master weights ``w`` (the UPDATE command, sim/golden/update.py).
+
+        ``w``, ``g`` and ``v`` (the momentum buffer, needed with ``momentum`` and only then) are arrays of
+        one shape; they and ``lr``, ``momentum``, ``weight_decay`` must be exactly representable in
+        FP16_169. ``g`` is multiplied by ``2**scale`` first (undoing a loss scale); ``rounding`` applies to
+        the weight addition. Returns float32 arrays ``(w_new, v_new or None, copy or None)``, ``copy``
+        being the new weights rounded to nearest into ``copy`` ("e5m2", "e4m3" or None).
+        """
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"rounding must be one of {ROUNDINGS}, not {rounding!r}")
+        if copy not in COPIES:
+            raise ValueError(f"copy must be one of {', '.join(map(repr, COPIES))}, not {copy!r}")
+        if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or not -128 <= scale <= 127:
+            raise ValueError(f"scale must be an integer from -128 to 127, not {scale!r}")
+        if (momentum is None) != (v is None):
+            raise ValueError("momentum and the momentum buffer v go together: give both or neither")
+        w_codes, g_codes = _codes(w, FP16_169, "w"), _codes(g, FP16_169, "g")
+        if g_codes.shape != w_codes.shape:
+            raise ValueError(f"g must have the shape of w {w_codes.shape}, not {g_codes.shape}")
+        if not 1 <= w_codes.size <= MAX_UPDATE_COUNT:
+            raise ValueError(f"w must have 1 to {MAX_UPDATE_COUNT} elements, not {w_codes.size}")
+        factors = {}
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+            if value is not None and np.ndim(value) != 0:
+                raise ValueError(f"{name} must be a scalar, not an array of shape {np.shape(value)}")
+            factors[name] = 0 if value is None else int(_codes(value, FP16_169, name))
+        out_code, copy_fmt = COPIES[copy]
+        flags = out_code << FLAG_OUT_SHIFT
+        if rounding == "stochastic":
+            flags |= Flag.OUT_STOCHASTIC
+        if weight_decay is not None:
+            flags |= Flag.WEIGHT_DECAY
+
+        count = w_codes.size
+        buffers = _Allocator(RING_SLOTS * DESCRIPTOR_BYTES, self.memory_bytes)
+        addr_w, _ = buffers.matrix(self.link, w_codes.reshape(1, count))
+        addr_g, _ = buffers.matrix(self.link, g_codes.reshape(1, count))
+        addr_v = addr_copy = 0
+        if v is not None:
+            v_codes = _codes(v, FP16_169, "v")
+            if v_codes.shape != w_codes.shape:
+                raise ValueError(f"v must have the shape of w {w_codes.shape}, not {v_codes.shape}")
+            addr_v, _ = buffers.matrix(self.link, v_codes.reshape(1, count))
+            flags |= Flag.MOMENTUM
+        if copy_fmt is not None:
+            addr_copy = buffers.take(count)
+        desc = Descriptor(opcode=Opcode.UPDATE, flags=int(flags), k=count, scale=int(scale),
+                          seed=(self.seed + self.calls) & 0xFFFF_FFFF, addr_a=addr_w, stride_a=factors["lr"],
+                          addr_b=addr_g, stride_b=factors["momentum"], addr_c=addr_v,
+                          stride_c=factors["weight_decay"], addr_d=addr_copy)
+        self.calls += 1
+        self.submit(desc, timeout_cycles=TIMEOUT_CYCLES_FIXED + TIMEOUT_CYCLES_PER_UNIT * buffers.next)
+
+        def fetch(addr, fmt):
+            raw = np.frombuffer(self.link.read_mem(addr, count * fmt.width // 8), dtype=np.uint8)
+            codes = raw.view("<u2") if fmt.width == 16 else raw
+            return fmt.decode(codes).astype(np.float32).reshape(w_codes.shape)
+
+        return (fetch(addr_w, FP16_169), fetch(addr_v, FP16_169) if v is not None else None,
+                fetch(addr_copy, copy_fmt) if copy_fmt is not None else None)
 
     def submit(self, desc: Descriptor, *, timeout_cycles: int = TIMEOUT_CYCLES_FIXED) -> None:
         """Run one descriptor through the ring and wait for it; raise :class:`DeviceError` on failure."""

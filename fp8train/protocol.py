@@ -17,7 +17,8 @@ import struct
 from dataclasses import dataclass, fields
 
 __all__ = ["DEVICE_ID", "VERSION", "Reg", "Ctrl", "Status", "Irq", "Opcode", "Flag", "OutFormat",
-           "ErrorCode", "Descriptor", "DESCRIPTOR_BYTES", "STATUS_DONE", "ALIGN", "MAX_DIM"]
+           "ErrorCode", "Descriptor", "DESCRIPTOR_BYTES", "STATUS_DONE", "ALIGN", "MAX_DIM", "GEMM_FLAGS",
+           "UPDATE_FLAGS", "FLAGS_DEFINED", "MAX_UPDATE_COUNT"]
 
 DEVICE_ID = 0xF8A7_0001
 VERSION = 0x0001_0000            # major << 16 | minor
@@ -74,7 +75,7 @@ class Irq(enum.IntFlag):
 class Opcode(enum.IntEnum):
     FENCE = 0x00            # completes when every earlier descriptor has
     GEMM = 0x01
-    UPDATE = 0x02           # reserved for the weight-update unit
+    UPDATE = 0x02           # SGD step on FP16_169 master weights (sim/golden/update.py)
     PCM_PROGRAM = 0x10      # reserved for the PCM tile
     PCM_MVM = 0x11
     PCM_TIME = 0x12
@@ -88,12 +89,22 @@ class Flag(enum.IntFlag):
     ACC_STOCHASTIC = 1 << 4     # stochastic rounding in the accumulators
     OUT_STOCHASTIC = 1 << 5     # stochastic rounding in the output conversion
     OVERFLOW_INF = 1 << 6       # overflow gives inf/NaN instead of saturating
+    MOMENTUM = 1 << 7           # UPDATE: momentum buffer at addr_c, factor in stride_b
     OUT_FORMAT = 0b11 << 8      # OutFormat
+    WEIGHT_DECAY = 1 << 10      # UPDATE: weight decay, factor in stride_c
 
 
 FLAG_OUT_SHIFT = 8
-FLAGS_DEFINED = int(Flag.TRANS_A | Flag.TRANS_B | Flag.HAS_C | Flag.RELU | Flag.ACC_STOCHASTIC
+#: Flags a GEMM (and a FENCE, which ignores them) accepts; any other bit is RESERVED_BITS.
+GEMM_FLAGS = int(Flag.TRANS_A | Flag.TRANS_B | Flag.HAS_C | Flag.RELU | Flag.ACC_STOCHASTIC
                  | Flag.OUT_STOCHASTIC | Flag.OVERFLOW_INF | Flag.OUT_FORMAT)
+#: Flags an UPDATE accepts (OUT_STOCHASTIC: stochastic weight rounding; OUT_FORMAT: the FP8 copy).
+UPDATE_FLAGS = int(Flag.OUT_STOCHASTIC | Flag.OVERFLOW_INF | Flag.OUT_FORMAT | Flag.MOMENTUM
+                   | Flag.WEIGHT_DECAY)
+#: Flags defined for some opcode.
+FLAGS_DEFINED = GEMM_FLAGS | UPDATE_FLAGS
+#: Largest element count of an UPDATE (its ``k``).
+MAX_UPDATE_COUNT = (1 << 24) - 1
 
 
 class OutFormat(enum.IntEnum):
@@ -122,6 +133,11 @@ class Descriptor:
 
     ``scale`` is a signed power of two applied before the output conversion. ``status`` is written by
     the device (``STATUS_DONE | ErrorCode``); the host writes 0. ``reserved`` words must be 0.
+
+    An UPDATE uses the fields differently: ``k`` is the element count (``m = n = chunk = stride_d = 0``),
+    ``addr_a``/``addr_b``/``addr_c``/``addr_d`` hold w, g, the momentum buffer and the FP8 copy, the low
+    halves of ``stride_a``/``stride_b``/``stride_c`` the FP16_169 codes of lr, momentum and weight decay,
+    and ``scale`` the power of two applied to g.
     """
     opcode: int = Opcode.FENCE
     flags: int = 0

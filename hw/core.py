@@ -1,8 +1,8 @@
-"""The accelerator: command engine, tile controller, systolic array, operand scratchpads, output unit
-and lane key hasher (DESIGN.md §3-4). Its host interface is the engine's: ``s_axil``, ``m_axi``,
+"""The accelerator: command engine, tile controller, systolic array, operand scratchpads, output unit,
+lane key hashers and the weight-update executor (DESIGN.md §3-4). Its host interface is the engine's: ``s_axil``, ``m_axi``,
 ``irq``."""
 
-from amaranth.hdl import Module
+from amaranth.hdl import Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -13,6 +13,7 @@ from fp8train.hw.array.systolic import SystolicArray
 from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.controller import TileController
 from fp8train.hw.engine import BEAT, WORD, CommandEngine
+from fp8train.hw.update import UpdateExecutor
 
 __all__ = ["Accelerator"]
 
@@ -30,6 +31,8 @@ class Accelerator(wiring.Component):
         Largest descriptor ``chunk``.
     k_block : int
         k values per operand scratchpad block (a multiple of 8).
+    a_slots : int
+        Row tiles the A scratchpad holds per buffer (``TileController``'s A panel).
 
     Members
     -------
@@ -38,13 +41,15 @@ class Accelerator(wiring.Component):
     irq : Out(1)
     """
 
-    def __init__(self, *, rows: int, cols: int, rbits: int = 8, max_chunk: int = 4096, k_block: int = 256):
+    def __init__(self, *, rows: int, cols: int, rbits: int = 8, max_chunk: int = 4096, k_block: int = 256,
+                 a_slots: int = 4):
         if isinstance(k_block, bool) or not isinstance(k_block, int) or k_block < 8 or k_block % 8:
             raise ValueError(f"k_block must be a positive multiple of 8, not {k_block!r}")
         self.rows, self.cols, self.rbits = rows, cols, rbits
-        self.max_chunk, self.k_block = max_chunk, k_block
+        self.max_chunk, self.k_block, self.a_slots = max_chunk, k_block, a_slots
         self.engine = CommandEngine(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk)
         self.controller = TileController(rows=rows, cols=cols, max_chunk=max_chunk, k_block=k_block,
+                                         a_slots=a_slots,
                                          addr_width=self.engine.addr_width,
                                          length_width=self.engine.dma.length_width)
         super().__init__({
@@ -57,27 +62,47 @@ class Accelerator(wiring.Component):
         m = Module()
         m.submodules.engine = engine = self.engine
         m.submodules.controller = ctl = self.controller
-        m.submodules.array = array = SystolicArray(rows=self.rows, cols=self.cols, rbits=self.rbits,
-                                                   max_chunk=self.max_chunk)
-        m.submodules.scratch_a = scratch_a = OperandScratch(lanes=self.rows, depth=self.k_block)
+        array = SystolicArray(rows=self.rows, cols=self.cols, rbits=self.rbits, max_chunk=self.max_chunk)
+        m.submodules.array = ResetInserter(ctl.idle)(array)
+        m.submodules.scratch_a = scratch_a = OperandScratch(lanes=self.rows, depth=self.a_slots * self.k_block)
         m.submodules.scratch_b = scratch_b = OperandScratch(lanes=self.cols, depth=self.k_block)
         m.submodules.output = output = OutputUnit(rbits=self.rbits)
         m.submodules.keys = keys = LaneKeyHasher()
+        m.submodules.output_keys = output_keys = LaneKeyHasher()
+        m.submodules.update = update = UpdateExecutor(rbits=self.rbits, addr_width=self.engine.addr_width,
+                                                      length_width=self.engine.dma.length_width)
 
         wiring.connect(m, wiring.flipped(self.s_axil), engine.s_axil)
         wiring.connect(m, engine.m_axi, wiring.flipped(self.m_axi))
         m.d.comb += self.irq.eq(engine.irq)
 
-        # Engine <-> controller.
-        wiring.connect(m, engine.exec_cmd, ctl.cmd)
-        wiring.connect(m, ctl.done, engine.exec_done)
-        wiring.connect(m, ctl.dma_rd_cmd, engine.exec_dma_rd_cmd)
-        wiring.connect(m, engine.exec_dma_rd_data, ctl.dma_rd_data)
-        wiring.connect(m, ctl.dma_wr_cmd, engine.exec_dma_wr_cmd)
-        wiring.connect(m, ctl.dma_wr_data, engine.exec_dma_wr_data)
-        m.d.comb += [ctl.dma_rd_done.eq(engine.exec_dma_rd_done), ctl.dma_wr_done.eq(engine.exec_dma_wr_done),
-                     ctl.dma_error.eq(engine.exec_dma_error), ctl.abort.eq(engine.abort),
-                     engine.mac_active.eq(ctl.mac_active)]
+        # Engine <-> executors: the tile controller (GEMM) and the update executor (UPDATE) take turns;
+        # the one named by the last exec_cmd owns the DMA ports and answers exec_done.
+        m.d.comb += engine.mac_active.eq(ctl.mac_active)
+        executors = (ctl, update)
+        to_update = Signal()
+        with m.If(engine.exec_cmd.valid & engine.exec_cmd.ready):
+            m.d.sync += to_update.eq(engine.exec_cmd.p.update)
+        cmd = engine.exec_cmd
+        m.d.comb += [ctl.cmd.p.eq(cmd.p), update.cmd.p.eq(cmd.p),
+                     ctl.cmd.valid.eq(cmd.valid & ~cmd.p.update), update.cmd.valid.eq(cmd.valid & cmd.p.update),
+                     cmd.ready.eq(Mux(cmd.p.update, update.cmd.ready, ctl.cmd.ready))]
+        for name in ("done", "dma_rd_cmd", "dma_wr_cmd", "dma_wr_data"):            # executor -> engine
+            source = Mux(to_update, getattr(update, name).p.as_value(), getattr(ctl, name).p.as_value())
+            sink = engine.exec_done if name == "done" else getattr(engine, f"exec_{name}")
+            m.d.comb += [sink.p.eq(source),
+                         sink.valid.eq(Mux(to_update, getattr(update, name).valid, getattr(ctl, name).valid))]
+            for index, executor in enumerate(executors):
+                m.d.comb += getattr(executor, name).ready.eq(sink.ready & (to_update == index))
+        rd_data = engine.exec_dma_rd_data
+        m.d.comb += rd_data.ready.eq(Mux(to_update, update.dma_rd_data.ready, ctl.dma_rd_data.ready))
+        for index, executor in enumerate(executors):
+            m.d.comb += [executor.dma_rd_data.p.eq(rd_data.p),
+                         executor.dma_rd_data.valid.eq(rd_data.valid & (to_update == index)),
+                         executor.dma_rd_done.eq(engine.exec_dma_rd_done & (to_update == index)),
+                         executor.dma_wr_done.eq(engine.exec_dma_wr_done & (to_update == index)),
+                         executor.dma_error.eq(Mux(to_update == index, engine.exec_dma_error, 0)),
+                         executor.abort.eq(engine.abort)]
 
         # Controller <-> array.
         wiring.connect(m, ctl.feed, array.feed)
@@ -89,7 +114,8 @@ class Accelerator(wiring.Component):
 
         # Controller <-> scratchpads.
         for scratch, prefix in ((scratch_a, "a"), (scratch_b, "b")):
-            m.d.comb += [scratch.write.eq(getattr(ctl, f"{prefix}_write")), scratch.read_buffer.eq(0),
+            m.d.comb += [scratch.write.eq(getattr(ctl, f"{prefix}_write")),
+                         scratch.read_buffer.eq(getattr(ctl, f"{prefix}_read_buffer")),
                          scratch.read_k.eq(getattr(ctl, f"{prefix}_read_k")),
                          getattr(ctl, f"{prefix}_codes").eq(scratch.codes)]
 
@@ -102,4 +128,6 @@ class Accelerator(wiring.Component):
                      output.seed.eq(ctl.out_seed)]
         wiring.connect(m, ctl.key_i, keys.i)
         wiring.connect(m, keys.o, ctl.key_o)
+        wiring.connect(m, ctl.wkey_i, output_keys.i)
+        wiring.connect(m, output_keys.o, ctl.wkey_o)
         return m

@@ -4,9 +4,9 @@ behaviour is ``sim.golden.device.GoldenDevice`` and ``check``).
 
 An AXI4-Lite CSR slave (``hw.bus.csr.AxiLiteCsr``) and an AXI4 master DMA (``hw.bus.dma.Dma``) are
 inside. The engine fetches each descriptor of the command ring through the DMA, checks it with the
-rules and in the order of golden ``check()``, hands a checked GEMM to an *executor* (the tile
-controller, a later unit) on ``exec_cmd`` and lends it the DMA until ``exec_done``, completes FENCE at
-once, writes the completion word back, advances the tail and raises the interrupt.
+rules and in the order of golden ``check()``, hands a checked GEMM or UPDATE to an *executor* (the
+tile controller or the update unit, told apart by ``exec_cmd.p.update``) on ``exec_cmd`` and lends it
+the DMA until ``exec_done``, completes FENCE at once, writes the completion word back, advances the tail and raises the interrupt.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -16,8 +16,9 @@ from amaranth.lib.wiring import In, Out
 from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma, command_layout
-from fp8train.protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED,
-                               MAX_DIM, STATUS_DONE, VERSION, Ctrl, ErrorCode, Flag, Irq, Opcode,
+from fp8train.protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, GEMM_FLAGS,
+                               MAX_DIM, MAX_UPDATE_COUNT, STATUS_DONE, UPDATE_FLAGS, VERSION, Ctrl,
+                               ErrorCode, Flag, Irq, Opcode,
                                OutFormat, Reg, Status)
 
 __all__ = ["CommandEngine", "exec_layout", "done_layout"]
@@ -27,6 +28,7 @@ DESCRIPTOR_WORDS = DESCRIPTOR_BYTES * 8 // WORD
 BEAT = ALIGN * 8                             # DMA data width: one aligned 8-byte word per beat
 FLAGS_WIDTH = FLAGS_DEFINED.bit_length()
 DIM_WIDTH = MAX_DIM.bit_length()
+COUNT_WIDTH = MAX_UPDATE_COUNT.bit_length()      # an UPDATE's element count (its ``k``)
 CHUNK_WIDTH = 16                             # descriptor word 4, bits 0..15
 SCALE_WIDTH = 8                              # descriptor word 4, bits 16..23
 RING_COUNT_WIDTH = 16                        # RING_HEAD / RING_TAIL
@@ -37,8 +39,9 @@ DMA_ERROR_WIDTH = 4
 
 def exec_layout(addr_width: int = 32) -> data.StructLayout:
     """A checked GEMM as the executor receives it: the descriptor's fields, reserved bits dropped
-    (``flags`` holds only defined bits, ``k`` fits ``MAX_DIM``), ``scale`` signed."""
-    fields = {"flags": FLAGS_WIDTH, "m": DIM_WIDTH, "n": DIM_WIDTH, "k": DIM_WIDTH,
+    (``flags`` holds only the opcode's bits, ``k`` fits ``MAX_DIM`` or ``MAX_UPDATE_COUNT``), ``scale``
+    signed; ``update`` tells an UPDATE from a GEMM."""
+    fields = {"update": 1, "flags": FLAGS_WIDTH, "m": DIM_WIDTH, "n": DIM_WIDTH, "k": COUNT_WIDTH,
               "chunk": CHUNK_WIDTH, "scale": signed(SCALE_WIDTH), "seed": WORD}
     for buf in "abcd":
         fields[f"addr_{buf}"] = addr_width
@@ -83,7 +86,7 @@ class CommandEngine(wiring.Component):
     irq : Out(1)
         ``|(IRQ_STATUS & IRQ_MASK)``, registered.
     exec_cmd : Out(stream.Signature(exec_layout()))
-        A checked GEMM. Offered in the cycle after the check; ``valid`` stays up until ``ready``
+        A checked GEMM or UPDATE. Offered in the cycle after the check; ``valid`` stays up until ``ready``
         unless ``abort`` pulses (then the offer is withdrawn: the command completes ABORTED).
     exec_done : In(stream.Signature(done_layout()))
         The executor's completion code (``OK``, ``READ_ERROR``, ``WRITE_ERROR``, ...), one per
@@ -114,7 +117,8 @@ class CommandEngine(wiring.Component):
     are **not** window-checked (the DMA window is 0 .. 2**32 - 1 for them; the host owns the ring).
     Then four cycles check the buffers (one multiplier, A, B, D, C) and one decides the code in
     golden ``check()`` order: BAD_OPCODE, RESERVED_BITS, (FENCE: OK), BAD_FORMAT, BAD_DIMENSION,
-    BAD_CHUNK, MISALIGNED, OUT_OF_WINDOW. A GEMM that passes goes to the executor. The completion word
+    BAD_CHUNK (GEMM), MISALIGNED, OUT_OF_WINDOW; an UPDATE's flags, factor fields and single-row
+    buffers follow golden ``_check_update``. A GEMM or UPDATE that passes goes to the executor. The completion word
     ``STATUS_DONE | code`` is written as one beat with strobes 0xF0 at the slot address; after its
     write response the tail advances, ``PERF_DONE`` counts, ``IRQ_STATUS`` gets ``DONE`` (and
     ``ERROR`` with ``ERROR := code`` when the code is not OK). A DMA error on the fetch gives
@@ -134,7 +138,8 @@ class CommandEngine(wiring.Component):
         self.rows, self.cols, self.rbits = rows, cols, rbits
         self.max_chunk, self.ring_log2_max = max_chunk, ring_log2_max
         self.csr = AxiLiteCsr(addr_width=12, data_width=WORD)
-        self.dma = Dma(max_burst=max_burst, data_width=BEAT)
+        self.dma = Dma(max_burst=max_burst, max_reads_outstanding=16, max_writes_outstanding=8,
+                       data_width=BEAT)
         self.addr_width = self.dma.addr_width
         command = stream.Signature(command_layout(self.addr_width, self.dma.length_width))
         super().__init__({
@@ -272,37 +277,52 @@ class CommandEngine(wiring.Component):
         flags = f["flags"]
         out_format = flags[FLAG_OUT_SHIFT:FLAG_OUT_SHIFT + 2]
         k_ok = (f["k"] != 0) & (f["k"] <= MAX_DIM)
-        dims_ok = (f["m"] != 0) & (f["n"] != 0) & k_ok
         is_fence, is_gemm = f["opcode"] == Opcode.FENCE, f["opcode"] == Opcode.GEMM
+        is_update = f["opcode"] == Opcode.UPDATE
+        dims_ok = Mux(is_update, (f["k"] != 0) & (f["k"] <= MAX_UPDATE_COUNT) & (f["m"] == 0) & (f["n"] == 0),
+                      (f["m"] != 0) & (f["n"] != 0) & k_ok)
+        # An UPDATE keeps its factors in the low halves of stride_a..c (sim/golden/device.py).
+        update_reserved = ((f["stride_a"][16:] != 0) | (f["stride_b"][16:] != 0) | (f["stride_c"][16:] != 0) |
+                           (f["stride_d"] != 0) | (f["chunk"] != 0))
+        reserved_flags = Mux(is_update, flags & ~UPDATE_FLAGS, flags & ~GEMM_FLAGS)
 
-        # Buffer checks, one buffer per cycle: A, B, D, C (C only with HAS_C).
+        # Buffer checks, one buffer per cycle: A, B, D, C (C only with HAS_C). An UPDATE's buffers
+        # are single rows: w, g, the FP8 copy (with an FP8 OUT_FORMAT), v (with MOMENTUM).
         k16, m16, n16 = f["k"][:DIM_WIDTH], f["m"], f["n"]
+        count = f["k"][:COUNT_WIDTH]
         trans_a, trans_b, has_c = flags[0], flags[1], flags[2]
         assert Flag.TRANS_A == 1 and Flag.TRANS_B == 2 and Flag.HAS_C == 4
+        momentum = (flags & Flag.MOMENTUM) != 0
         d_bytes = Mux(out_format == OutFormat.FP16_169, n16 << 1, n16)
         buffers = [(f["addr_a"], f["stride_a"], Mux(trans_a, k16, m16), Mux(trans_a, m16, k16), 1),
                    (f["addr_b"], f["stride_b"], Mux(trans_b, n16, k16), Mux(trans_b, k16, n16), 1),
                    (f["addr_d"], f["stride_d"], m16, d_bytes, 1),
                    (f["addr_c"], f["stride_c"], m16, n16 << 1, has_c)]
+        update_buffers = [(f["addr_a"], count << 1, 1), (f["addr_b"], count << 1, 1),
+                          (f["addr_d"], count, out_format != OutFormat.FP16_169),
+                          (f["addr_c"], count << 1, momentum)]
         index = Signal(range(len(buffers)))
         b_addr, b_stride = Signal(WORD), Signal(WORD)
-        b_rows, b_bytes, b_present = Signal(DIM_WIDTH), Signal(DIM_WIDTH + 1), Signal()
+        b_rows, b_bytes, b_present = Signal(DIM_WIDTH), Signal(COUNT_WIDTH + 1), Signal()
         with m.Switch(index):
             for i, (addr, stride, rows, nbytes, present) in enumerate(buffers):
                 with m.Case(i):
-                    m.d.comb += [b_addr.eq(addr), b_stride.eq(stride), b_rows.eq(rows),
-                                 b_bytes.eq(nbytes), b_present.eq(present)]
+                    u_addr, u_bytes, u_present = update_buffers[i]
+                    m.d.comb += [b_addr.eq(Mux(is_update, u_addr, addr)), b_stride.eq(stride),
+                                 b_rows.eq(Mux(is_update, 1, rows)), b_bytes.eq(Mux(is_update, u_bytes, nbytes)),
+                                 b_present.eq(Mux(is_update, u_present, present))]
         low = (ALIGN - 1).bit_length()
-        span = Signal(WORD + DIM_WIDTH + 1)
+        span = Signal(WORD + COUNT_WIDTH + 1)
         m.d.comb += span.eq((b_rows - 1) * b_stride + (((b_bytes + ALIGN - 1) >> low) << low))
-        b_misaligned = b_present & ((b_addr[:low] != 0) | (b_stride[:low] != 0) | (b_stride < b_bytes))
+        b_misaligned = b_present & ((b_addr[:low] != 0) |
+                                    (~is_update & ((b_stride[:low] != 0) | (b_stride < b_bytes))))
         b_outside = b_present & ((b_addr < r["window_base"]) | (b_addr + span > r["window_limit"]))
         misaligned, outside = Signal(), Signal()
 
         decided = Signal(CODE_WIDTH)
-        with m.If(~(is_fence | is_gemm)):
+        with m.If(~(is_fence | is_gemm | is_update)):
             m.d.comb += decided.eq(ErrorCode.BAD_OPCODE)
-        with m.Elif(~f["reserved_clear"] | ((flags & ~FLAGS_DEFINED) != 0)):
+        with m.Elif(~f["reserved_clear"] | (reserved_flags != 0) | (is_update & update_reserved)):
             m.d.comb += decided.eq(ErrorCode.RESERVED_BITS)
         with m.Elif(is_fence):
             m.d.comb += decided.eq(ErrorCode.OK)
@@ -310,7 +330,7 @@ class CommandEngine(wiring.Component):
             m.d.comb += decided.eq(ErrorCode.BAD_FORMAT)
         with m.Elif(~dims_ok):
             m.d.comb += decided.eq(ErrorCode.BAD_DIMENSION)
-        with m.Elif(f["chunk"] > self.max_chunk):
+        with m.Elif(~is_update & (f["chunk"] > self.max_chunk)):
             m.d.comb += decided.eq(ErrorCode.BAD_CHUNK)
         with m.Elif(misaligned):
             m.d.comb += decided.eq(ErrorCode.MISALIGNED)
@@ -330,7 +350,7 @@ class CommandEngine(wiring.Component):
         # Executor payload.
         payload = self.exec_cmd.p
         m.d.comb += [payload.flags.eq(flags[:FLAGS_WIDTH]), payload.m.eq(m16), payload.n.eq(n16),
-                     payload.k.eq(k16), payload.chunk.eq(f["chunk"]), payload.scale.eq(f["scale"]),
+                     payload.k.eq(count), payload.update.eq(is_update), payload.chunk.eq(f["chunk"]), payload.scale.eq(f["scale"]),
                      payload.seed.eq(f["seed"])]
         for buf in "abcd":
             m.d.comb += [payload[f"addr_{buf}"].eq(f[f"addr_{buf}"]),
@@ -364,7 +384,7 @@ class CommandEngine(wiring.Component):
             with m.State("DECIDE"):
                 m.d.sync += [code.eq(Mux(abort_req, ErrorCode.ABORTED, decided)), issued.eq(0),
                              data_sent.eq(0)]
-                with m.If(~abort_req & is_gemm & (decided == ErrorCode.OK)):
+                with m.If(~abort_req & (is_gemm | is_update) & (decided == ErrorCode.OK)):
                     m.next = "DISPATCH"
                 with m.Else():
                     m.next = "WRITE_BACK"

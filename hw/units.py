@@ -20,6 +20,7 @@ from fp8train.hw.arith.lane_keys import LaneKeyHasher
 from fp8train.hw.arith.lfsr import LfsrBank
 from fp8train.hw.arith.mac import ChunkMac
 from fp8train.hw.arith.mul import FpMul
+from fp8train.hw.arith.mul_round import FpMulRound
 from fp8train.hw.arith.output import OutputUnit
 from fp8train.hw.array.scratch import OperandScratch
 from fp8train.hw.array.systolic import SystolicArray
@@ -27,6 +28,7 @@ from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma
 from fp8train.hw.core import Accelerator
 from fp8train.hw.engine import CommandEngine
+from fp8train.hw.update import UpdateExecutor, UpdateUnit
 
 __all__ = ["Unit", "UNITS", "to_verilog", "top_ports"]
 
@@ -62,6 +64,10 @@ _SUBMODULE_PORTS = ("Amaranth declares a wire in the parent for each port signal
                     "CSR slave, DMA), an alias of the net it is connected to; constant or unread bits "
                     "(AXI attributes, IDs, address byte offsets) are inlined at the top ports")
 
+#: The update unit's arithmetic, named per step and lane (``decay0_exp``, ``step_add3_sum``, ...).
+_UPDATE_ARITH = ("scale?_*", "decay?_*", "mom?_*", "decay_add?_*", "mom_add?_*", "lr?_*", "step_add?_*",
+                 "to_e5m2?_*", "to_e4m3?_*")
+
 UNITS = [
     Unit("lfsr_bank", lambda: LfsrBank(lanes=4, rbits=8), waivers={
         "UNUSEDSIGNAL:seed": "the seed port is 32 bits wide, a lane state 31: bit 31 is not used",
@@ -69,6 +75,11 @@ UNITS = [
     Unit("fp_mul", lambda: FpMul(fmt_a=E5M2, out_fmt=FP16_169), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice ('! x[1:0]') for 'x == 0'",
+        "UNUSEDSIGNAL:product_*": _INLINED,
+    }),
+    Unit("fp_mul_round", lambda: FpMulRound(FP16_169), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
         "UNUSEDSIGNAL:product_*": _INLINED,
     }),
     Unit("fp_add", lambda: FpAdd(FP16_169, rbits=8), waivers={
@@ -87,6 +98,31 @@ UNITS = [
         **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("c_add_", "value_", "to_")},
     }),
     Unit("lane_key_hasher", LaneKeyHasher),
+    Unit("update_unit", lambda: UpdateUnit(rbits=8), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
+        "UNUSEDSIGNAL:seed": "the seed port is 32 bits wide, a lane state 31: bit 31 is not used",
+        **{f"UNUSEDSIGNAL:{name}": _INLINED
+           for name in (*_UPDATE_ARITH, "advance", "s6_valid")},
+    }),
+    Unit("update_executor", lambda: UpdateExecutor(block=128, rbits=8), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+        "DECLFILENAME": "Amaranth writes the update unit as a module into the top's one file",
+        "SYMRSVDWORD:abort": "the port is named by the executor's contract; 'abort' is only also a C "
+                             "library function, the Verilated model builds and runs",
+        "UNUSEDSIGNAL:seed": "the seed is 32 bits wide, a lane state 31: bit 31 is not used",
+        "UNUSEDSIGNAL:dma_rd_done": "part of the executor's DMA contract, not needed here: a read is "
+                                    "complete when its last word is in",
+        **{f"UNUSEDSIGNAL:{name}": "Amaranth declares a wire in the parent for each port signal of the "
+                                   "update unit, an alias of the net it is connected to"
+           for name in ("copy_format", "i__ready", "lr", "momentum", "mu", "o__ready", "scale", "stochastic",
+                        "wd", "weight_decay")},
+        **{f"UNUSEDSIGNAL:{name}": _INLINED
+           for name in (*_UPDATE_ARITH, "s6_valid", "code", "read_*", "write_*", "w_beats8", "writer_busy",
+                        "valid_bytes")},
+    }),
     Unit("fp_convert", lambda: FpConvert(src=FP16_169, dst=E5M2), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice ('! x[8:0]') for 'x == 0'",
@@ -123,7 +159,7 @@ UNITS = [
         **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("beats", "capped", "to_boundary")},
         **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
            for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
-                        "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__ready")},
+                        "w_port__data", "w_data", "rd_data__ready", "r_data$*", "r_rdy$*", "r_en$*")},
     }),
     Unit("command_engine", lambda: CommandEngine(rows=2, cols=2, rbits=8, max_chunk=4096), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
@@ -145,7 +181,7 @@ UNITS = [
                         "beats", "capped", "to_boundary")},
         **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
            for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
-                        "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__ready")},
+                        "w_port__data", "w_data", "rd_data__ready", "r_data$*", "r_rdy$*", "r_en$*")},
     }),
     Unit("accelerator", lambda: Accelerator(rows=2, cols=2, rbits=8, max_chunk=4096, k_block=16), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
@@ -154,18 +190,26 @@ UNITS = [
         "DECLFILENAME": "Amaranth writes every submodule as a module into the top's one file",
         **{f"UNUSEDSIGNAL:{name.rstrip('*')}*": _SUBMODULE_PORTS
            for name in ("a_read_k", "a_write", "abort", "array_mac_active", "b_read_k", "b_write", "chunk",
-                        "cmd__*", "codes", "ctl_in", "dma_*", "done__*", "drain_*", "east", "exec_*",
+                        "cmd__*", "codes", "ctl_in", "dma_*", "drain_*", "east", "exec_*",
                         "feed__*", "has_c", "i__*", "irq", "key_*", "mac_active", "m_axi_*", "north",
-                        "o__*", "out_*", "port__addr", "read__addr", "read_buffer", "read_k", "relu",
+                        "o__*", "out_*", "port__addr", "read__addr", "relu",
                         "s_axil_*", "saturate", "scale", "seed", "south", "stochastic", "west")},
         **{f"UNUSEDSIGNAL:{name.rstrip('*')}*": _INLINED
-           for name in ("beats", "blen", "c_add_*", "c_rel*", "c_start", "capped", "chunk_add_*", "code",
-                        "count", "d_end", "d_first", "d_rel*", "eng_wdata", "irq_set", "lane", "load_*",
+           for name in ("beats", "c_add_*", "c_start", "capped", "chunk_add_*", "code",
+                        "count", "d_end", "d_first", "d_rel*", "eng_wdata", "irq_set",
                         "owner_exec", "product_*", "span", "span_*", "to_boundary", "to_e*", "to_fp16*",
                         "total_add_*", "value_*")},
         **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
            for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
-                        "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__*")},
+                        "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__*", "r_data$*", "r_rdy$*",
+                        "r_en$*")},
+        **{f"UNUSEDSIGNAL:{name}": _SUBMODULE_PORTS
+           for name in ("a_read_buffer", "b_read_buffer", "wkey_*", "c_write__data", "copy_format", "lr",
+                        "momentum", "mu", "wd", "weight_decay")},
+        **{f"UNUSEDSIGNAL:{name}": _INLINED
+           for name in ("issue_*", "feed_*", "write_*", "read_*", "hash_rows", "stored_row", "tile_row",
+                        "c_slot", "c_word", "valid_bytes", "w_beats8", "writer_busy", "s6_valid",
+                        *_UPDATE_ARITH)},
     }),
 ]
 

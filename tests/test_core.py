@@ -10,7 +10,7 @@ from fp8train.sim.benches import harness
 CONFIG = dict(rows=2, cols=2, rbits=8, max_chunk=4096)
 K_BLOCK = 16
 
-TESTS = ["test_shapes", "test_transposes", "test_options", "test_read_error", "test_write_error",
+TESTS = ["test_shapes", "test_transposes", "test_options", "test_updates", "test_read_error", "test_write_error",
          "test_abort"]
 
 #: A second array shape (odd rows, wider than tall, the smallest K block) for the data paths.

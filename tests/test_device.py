@@ -80,7 +80,7 @@ def gemm(**fields):
 
 @pytest.mark.parametrize("desc,code", [
     (gemm(opcode=0x7F), ErrorCode.BAD_OPCODE),
-    (gemm(opcode=Opcode.UPDATE), ErrorCode.BAD_OPCODE),
+    (gemm(opcode=Opcode.PCM_MVM), ErrorCode.BAD_OPCODE),
     (gemm(flags=1 << 20), ErrorCode.RESERVED_BITS),
     (gemm(flags=3 << 8), ErrorCode.BAD_FORMAT),
     (gemm(m=0), ErrorCode.BAD_DIMENSION),

@@ -23,7 +23,7 @@ def _params(seed=4096):
 def test_dma_against_axi_ram(group):
     """Two runs of one build, so that pytest-xdist spreads the bench over both cores."""
     tests = {"sweeps": ["test_reads_around_4k", "test_writes_around_4k",
-                        "test_concurrent_reads_and_writes"],
+                        "test_concurrent_reads_and_writes", "test_pipelined_commands"],
              "errors": ["test_reads_outstanding_and_buffer_limit", "test_window_and_alignment_refused",
                         "test_read_error", "test_write_error", "test_abort"]}[group]
     # A filter of our own: the runner's `testcase` does not match parametrised names ("name/a=1").

@@ -50,23 +50,33 @@ def _positive(name, value, high=None):
 
 
 class _Engine(Elaboratable):
-    """What both engines share: command checks, burst sizing and their status to the ``Dma``."""
+    """What both engines share: command checks, burst sizing, the per-burst "ends its command" tags
+    and their status to the ``Dma``.
+
+    An engine is *issuing* from taking a command until its last AR/AW is registered; it then takes
+    the next command while the bursts of earlier ones are still in flight (``tags``, one entry per
+    burst, oldest first, 1 on a command's last burst)."""
 
     def __init__(self, dma: "Dma", write: int):
         self.dma, self.write = dma, write
-        self.active = Signal(name=f"{'wr' if write else 'rd'}_active")
-        self.stall = Signal(name=f"{'wr' if write else 'rd'}_stall")
-        self.err_stb = Signal(name=f"{'wr' if write else 'rd'}_err_stb")
-        self.err_code = Signal(4, name=f"{'wr' if write else 'rd'}_err_code")
+        prefix = "wr" if write else "rd"
+        self.issuing = Signal(name=f"{prefix}_issuing")
+        self.busy = Signal(name=f"{prefix}_busy")
+        self.stall = Signal(name=f"{prefix}_stall")
+        self.err_stb = Signal(name=f"{prefix}_err_stb")
+        self.err_code = Signal(4, name=f"{prefix}_err_code")
 
-    def accept(self, m, cmd, done, addr, left):
-        """Take a command from ``cmd`` when idle and error-free; check it, then start it (load
-        ``addr`` and the beat count ``left``) or refuse it (error code, ``done`` pulse)."""
+    def accept(self, m, cmd, done, addr, left, in_flight):
+        """Take a command from ``cmd`` when not issuing and error-free; check it, then start it (load
+        ``addr`` and the beat count ``left``) or refuse it (error code, ``done`` pulse). A command
+        that moves no data is taken only with nothing ``in_flight``, so its ``done`` pulse never
+        coincides with that of a burst."""
         dma = self.dma
-        m.d.comb += cmd.ready.eq(~self.active & (dma.error == 0) & ~dma.abort)
         shift = dma._shift
         misaligned = (cmd.p.addr[:shift] != 0) | (cmd.p.length[:shift] != 0) if shift else Const(0)
         outside = (cmd.p.addr < dma.window_base) | (cmd.p.addr + cmd.p.length > dma.window_limit)
+        no_data = misaligned | outside | (cmd.p.length == 0)
+        m.d.comb += cmd.ready.eq(~self.issuing & (dma.error == 0) & ~dma.abort & (~no_data | ~in_flight))
         with m.If(cmd.valid & cmd.ready):
             with m.If(misaligned):
                 m.d.comb += [self.err_stb.eq(1), self.err_code.eq(_KIND_MISALIGNED << 1 | self.write)]
@@ -77,7 +87,7 @@ class _Engine(Elaboratable):
             with m.Elif(cmd.p.length == 0):
                 m.d.sync += done.eq(1)
             with m.Else():
-                m.d.sync += [self.active.eq(1), addr.eq(cmd.p.addr), left.eq(cmd.p.length >> shift)]
+                m.d.sync += [self.issuing.eq(1), addr.eq(cmd.p.addr), left.eq(cmd.p.length >> shift)]
 
     def burst(self, m, addr, left):
         """Beats of the next burst: ``min(left, max_burst, beats to the next 4 KiB boundary)``."""
@@ -92,15 +102,26 @@ class _Engine(Elaboratable):
         ]
         return beats
 
+    def issue_address(self, m, issue, valid, ready, bus_addr, bus_len, addr, left, beats, tags):
+        """Register the next AR/AW when ``issue``, tag it, and end issuing after the last one."""
+        m.d.comb += [tags.w_en.eq(issue), tags.w_data.eq(left == beats)]
+        with m.If(issue):
+            m.d.sync += [valid.eq(1), bus_addr.eq(addr), bus_len.eq(beats - 1),
+                         addr.eq(addr + (beats << self.dma._shift)), left.eq(left - beats)]
+            with m.If(left == beats):
+                m.d.sync += self.issuing.eq(0)
+        with m.Elif(ready):
+            m.d.sync += valid.eq(0)
+
     def response_error(self, m, resp):
         """Report an error response (SLVERR 0b10 → kind 1, DECERR 0b11 → kind 2)."""
         m.d.comb += [self.err_stb.eq(1), self.err_code.eq((resp - 1) << 1 | self.write)]
 
 
 class _ReadEngine(_Engine):
-    """AR bursts up to ``max_reads_outstanding`` in flight; R beats into a buffer of
-    ``max_burst * max_reads_outstanding`` words, with an AR issued only when the buffer has room
-    for all its beats, so ``rready`` is always 1 and a slow consumer never holds the bus."""
+    """AR bursts up to ``max_reads_outstanding`` in flight, of one or several commands; R beats into
+    a buffer of ``max_burst * max_reads_outstanding`` words, with an AR issued only when the buffer
+    has room for all its beats, so ``rready`` is always 1 and a slow consumer never holds the bus."""
 
     def __init__(self, dma):
         super().__init__(dma, write=0)
@@ -112,66 +133,63 @@ class _ReadEngine(_Engine):
         flush = Signal()
         m.submodules.buffer = buffer = ResetInserter(flush)(
             SyncFIFOBuffered(width=len(dma.rd_data.p.as_value()), depth=depth))
+        m.submodules.tags = tags = SyncFIFO(width=1, depth=dma.max_reads_outstanding)
 
         addr = Signal(dma.addr_width)
-        left = Signal(dma._beats_width)          # beats not yet requested
-        to_receive = Signal(dma._beats_width)    # beats of the command not yet received
-        fail = Signal()                          # drop the rest of the command
-        outstanding = Signal(range(dma.max_reads_outstanding + 1))   # bursts without their rlast
-        expected = Signal(range(depth + 1))                          # beats requested, not received
+        left = Signal(dma._beats_width)          # beats of the issuing command not yet requested
+        fail = Signal()                          # drop everything in flight
+        expected = Signal(range(depth + 1))      # beats requested, not received
+        in_flight = tags.r_rdy | bus.arvalid
 
         m.d.sync += dma.rd_done.eq(0)            # a pulse, unless set below
-        self.accept(m, dma.rd_cmd, dma.rd_done, addr, left)
-        with m.If(dma.rd_cmd.valid & dma.rd_cmd.ready):
-            m.d.sync += to_receive.eq(dma.rd_cmd.p.length >> dma._shift)
+        self.accept(m, dma.rd_cmd, dma.rd_done, addr, left, in_flight)
 
         # Address channel: a registered AR, reloaded in the cycle its handshake completes.
         beats = self.burst(m, addr, left)
         room = buffer.level + expected + beats <= depth
-        issue = (self.active & ~fail & (left != 0) & (~bus.arvalid | bus.arready) &
-                 (outstanding < dma.max_reads_outstanding) & room)
-        with m.If(issue):
-            m.d.sync += [bus.arvalid.eq(1), bus.araddr.eq(addr), bus.arlen.eq(beats - 1),
-                         addr.eq(addr + (beats << dma._shift)), left.eq(left - beats)]
-        with m.Elif(bus.arready):
-            m.d.sync += bus.arvalid.eq(0)
+        issue = self.issuing & ~fail & (~bus.arvalid | bus.arready) & tags.w_rdy & room
+        self.issue_address(m, issue, bus.arvalid, bus.arready, bus.araddr, bus.arlen, addr, left, beats, tags)
 
         # Data channel: always ready (the buffer has room for every requested beat).
         beat = bus.rvalid
-        error = bus.rresp[1]
-        m.d.sync += [outstanding.eq(outstanding + issue - (beat & bus.rlast)),
-                     expected.eq(expected + Mux(issue, beats, 0) - beat)]
-        with m.If(beat & self.active & ~fail):
-            with m.If(error):
+        ends_burst = beat & bus.rlast
+        ends_command = ends_burst & tags.r_data
+        m.d.comb += tags.r_en.eq(ends_burst)
+        m.d.sync += expected.eq(expected + Mux(issue, beats, 0) - beat)
+        with m.If(beat & ~fail):
+            with m.If(bus.rresp[1]):
                 self.response_error(m, bus.rresp)
                 m.d.sync += fail.eq(1)
                 m.d.comb += flush.eq(1)
             with m.Else():
                 m.d.comb += [buffer.w_en.eq(1),
-                             buffer.w_data.eq(bus.rdata | (to_receive == 1) << dma.data_width)]
-                m.d.sync += to_receive.eq(to_receive - 1)
+                             buffer.w_data.eq(bus.rdata | ends_command << dma.data_width)]
+                with m.If(ends_command):
+                    m.d.sync += dma.rd_done.eq(1)
         with m.If(dma.abort):
             m.d.comb += flush.eq(1)
-            with m.If(self.active):
+            with m.If(self.busy):
                 m.d.sync += fail.eq(1)
 
         m.d.comb += [dma.rd_data.p.eq(buffer.r_data), dma.rd_data.valid.eq(buffer.r_rdy),
                      buffer.r_en.eq(dma.rd_data.ready)]
 
-        # The command ends when nothing more is to be requested and every requested beat is back.
-        finished = self.active & ((left == 0) | fail) & ~bus.arvalid & (expected == 0)
-        with m.If(finished):
-            m.d.sync += [self.active.eq(0), fail.eq(0), dma.rd_done.eq(1)]
+        # A failure ends once every issued burst is back: one done pulse for the dropped commands.
+        with m.If(fail & ~bus.arvalid & ~tags.r_rdy):
+            m.d.sync += [fail.eq(0), self.issuing.eq(0), dma.rd_done.eq(1)]
 
+        m.d.comb += self.busy.eq(self.issuing | in_flight | fail)
         # Waiting on the bus: an AR not taken, or beats requested and none arriving. Not a stall:
         # nothing requested because the buffer is full (the consumer is the bottleneck).
-        m.d.comb += self.stall.eq(self.active & ~beat & (bus.arvalid | (expected != 0) | room | fail))
+        m.d.comb += self.stall.eq(self.busy & ~beat &
+                                  (bus.arvalid | (expected != 0) | (self.issuing & room) | fail))
         return m
 
 
 class _WriteEngine(_Engine):
-    """AW bursts up to ``max_writes_outstanding`` awaiting their B; W beats through an output
-    register, after the burst's AW has been issued, ``wlast`` on each burst's last beat."""
+    """AW bursts up to ``max_writes_outstanding`` awaiting their B, of one or several commands; W
+    beats through an output register, after the burst's AW has been issued, ``wlast`` on each burst's
+    last beat."""
 
     def __init__(self, dma):
         super().__init__(dma, write=1)
@@ -181,26 +199,22 @@ class _WriteEngine(_Engine):
         dma, bus = self.dma, self.dma.m_axi
         # Beats minus one of each burst whose AW is issued and whose W beats are not all loaded.
         m.submodules.bursts = bursts = SyncFIFO(width=8, depth=dma.max_writes_outstanding)
+        m.submodules.tags = tags = SyncFIFO(width=1, depth=dma.max_writes_outstanding)
 
         addr = Signal(dma.addr_width)
-        left = Signal(dma._beats_width)          # beats not yet covered by an AW
-        fail = Signal()                          # drop the rest of the command
-        responses = Signal(range(dma.max_writes_outstanding + 1))    # AWs issued, B not received
+        left = Signal(dma._beats_width)          # beats of the issuing command not yet covered by an AW
+        fail = Signal()                          # drop everything in flight
         loaded = Signal(8)                       # beats of the head burst loaded into W
+        in_flight = tags.r_rdy | bus.awvalid
 
         m.d.sync += dma.wr_done.eq(0)            # a pulse, unless set below
-        self.accept(m, dma.wr_cmd, dma.wr_done, addr, left)
+        self.accept(m, dma.wr_cmd, dma.wr_done, addr, left, in_flight)
 
         # Address channel.
         beats = self.burst(m, addr, left)
-        issue = (self.active & ~fail & (left != 0) & (~bus.awvalid | bus.awready) &
-                 (responses < dma.max_writes_outstanding) & bursts.w_rdy)
+        issue = self.issuing & ~fail & (~bus.awvalid | bus.awready) & tags.w_rdy & bursts.w_rdy
         m.d.comb += [bursts.w_en.eq(issue), bursts.w_data.eq(beats - 1)]
-        with m.If(issue):
-            m.d.sync += [bus.awvalid.eq(1), bus.awaddr.eq(addr), bus.awlen.eq(beats - 1),
-                         addr.eq(addr + (beats << dma._shift)), left.eq(left - beats)]
-        with m.Elif(bus.awready):
-            m.d.sync += bus.awvalid.eq(0)
+        self.issue_address(m, issue, bus.awvalid, bus.awready, bus.awaddr, bus.awlen, addr, left, beats, tags)
 
         # Data channel: an output register loaded from wr_data, or with empty beats (wstrb 0,
         # wr_data not consumed) once the command fails, so every issued AW gets its beats.
@@ -218,27 +232,30 @@ class _WriteEngine(_Engine):
 
         # Response channel: always ready; every response counted and checked.
         response = bus.bvalid
-        m.d.sync += responses.eq(responses + issue - response)
-        with m.If(response & self.active & ~fail & bus.bresp[1]):
-            self.response_error(m, bus.bresp)
-            m.d.sync += fail.eq(1)
-        with m.If(dma.abort & self.active):
+        m.d.comb += tags.r_en.eq(response)
+        with m.If(response & ~fail):
+            with m.If(bus.bresp[1]):
+                self.response_error(m, bus.bresp)
+                m.d.sync += fail.eq(1)
+            with m.Elif(tags.r_data):
+                m.d.sync += dma.wr_done.eq(1)
+        with m.If(dma.abort & self.busy):
             m.d.sync += fail.eq(1)
 
-        finished = (self.active & ((left == 0) | fail) & ~bus.awvalid & ~bursts.r_rdy &
-                    ~bus.wvalid & (responses == 0))
-        with m.If(finished):
-            m.d.sync += [self.active.eq(0), fail.eq(0), dma.wr_done.eq(1)]
+        # A failure ends once every issued burst has its beats and its response.
+        with m.If(fail & ~bus.awvalid & ~bursts.r_rdy & ~bus.wvalid & ~tags.r_rdy):
+            m.d.sync += [fail.eq(0), self.issuing.eq(0), dma.wr_done.eq(1)]
 
+        m.d.comb += self.busy.eq(self.issuing | in_flight | fail)
         # Waiting on the bus, except when the W register is empty for want of write data.
         starved = bursts.r_rdy & ~fail & ~dma.wr_data.valid & ~bus.wvalid
-        m.d.comb += self.stall.eq(self.active & ~(bus.wvalid & bus.wready) & ~starved)
+        m.d.comb += self.stall.eq(self.busy & ~(bus.wvalid & bus.wready) & ~starved)
         return m
 
 
 class Dma(wiring.Component):
     """AXI4 master DMA: a read engine (memory → ``rd_data``) and a write engine (``wr_data`` →
-    memory) on one AXI4 port, each working on one command at a time.
+    memory) on one AXI4 port, each with several commands in flight.
 
     Parameters
     ----------
@@ -275,11 +292,14 @@ class Dma(wiring.Component):
     abort : In(1)
         Pulse: drop all work (see below) and return to idle.
     rd_done, wr_done : Out(1)
-        One-cycle pulse per command taken from ``rd_cmd``/``wr_cmd``: when its last burst is
-        complete on the bus (for reads all R beats received; the words may still be in the buffer),
-        or the cycle after a refused, zero-length, failed or aborted command is dropped.
+        One-cycle pulse per command taken from ``rd_cmd``/``wr_cmd``, in command order: when its last
+        burst is complete on the bus (for reads all R beats received; the words may still be in the
+        buffer), or the cycle after a refused or zero-length command is dropped. After a failure or
+        an abort, one pulse when everything in flight is dropped (commands completed before it have
+        had theirs; the dropped ones get none of their own).
     busy : Out(1)
-        A command is in progress in either engine (read words still buffered do not count).
+        A command is being issued or has bursts in flight in either engine (read words still buffered
+        do not count).
     stall : Out(1)
         An engine has a command in progress and is waiting on the bus: an AR/AW/W not taken, or
         beats/responses outstanding and none arriving this cycle. Cycles in which the engine waits
@@ -287,25 +307,27 @@ class Dma(wiring.Component):
 
     Command contract
     ----------------
-    A command is taken (``ready``) only while its engine is idle, ``error`` is 0 and ``abort`` is
-    low; so after an error, new commands wait until ``clear``. A taken command is checked first:
-    misaligned (``addr`` or ``length`` not a multiple of ``data_width // 8``) → ``*_MISALIGNED``;
-    outside the window → ``*_WINDOW``; in both cases it is consumed with no bus transaction, no
-    ``rd_data`` word and no ``wr_data`` word taken, and ``*_done`` pulses. Length 0 is consumed
-    likewise without an error.
+    A command is taken (``ready``) once the engine has issued every AR/AW of the previous one (its
+    bursts may still be in flight), while ``error`` is 0 and ``abort`` is low; so after an error,
+    new commands wait until ``clear``. A taken command is checked first: misaligned (``addr`` or
+    ``length`` not a multiple of ``data_width // 8``) → ``*_MISALIGNED``; outside the window →
+    ``*_WINDOW``; in both cases it is consumed with no bus transaction, no ``rd_data`` word and no
+    ``wr_data`` word taken, and ``*_done`` pulses. Length 0 is consumed likewise without an error.
+    Such a command, which moves no data, is taken only when nothing of the engine is in flight
+    (``ready`` depends on the payload).
 
     Bursts: INCR, ``min(max_burst, words left, words to the next 4 KiB boundary)`` beats, issued in
     address order. Reads: an AR is issued only when the buffer can take all its beats (``rready``
     is always 1). Writes: a burst's W beats are offered from the cycle after its AW becomes valid
     (so possibly before the AW handshake, as AXI allows; never before AWVALID), through a register
     (``wvalid``/payload stable until ``wready``); ``bready`` is always 1. Throughput: one beat per
-    cycle on R and on W when neither side pauses; one command per engine at a time, so a command's
-    first AR/AW waits until the previous command's last beat/response is back.
+    cycle on R and on W when neither side pauses; a command's first AR/AW follows the previous
+    command's last one without waiting for its data or responses, so short commands pipeline.
 
     Errors and abort: an RRESP/BRESP of SLVERR or DECERR sets ``error`` (if 0) and makes that
-    engine drop the rest of its command: no new AR/AW; R beats of issued ARs are accepted and
-    discarded, the read buffer is flushed and no further ``rd_data`` word of the command appears
-    (its ``last`` never comes); issued AWs get their remaining W beats with ``wstrb`` 0 and
+    engine drop everything in flight (the failing command and any later ones): no new AR/AW; R beats
+    of issued ARs are accepted and discarded, the read buffer is flushed and no further ``rd_data``
+    word appears (the failing command's ``last`` never comes); issued AWs get their remaining W beats with ``wstrb`` 0 and
     ``wr_data`` is no longer consumed (the controller drops the rest of its write data itself);
     every B is awaited. Then ``*_done`` pulses and the engine is idle. The other engine's command is
     not affected. ``abort`` does the same to both engines without setting ``error`` and also
@@ -358,6 +380,6 @@ class Dma(wiring.Component):
         m.d.comb += [bus.arsize.eq(self._shift), bus.arburst.eq(AxiBurst.INCR), bus.arid.eq(0),
                      bus.awsize.eq(self._shift), bus.awburst.eq(AxiBurst.INCR), bus.awid.eq(0),
                      bus.rready.eq(1), bus.bready.eq(1)]
-        m.d.comb += [self.busy.eq(read.active | write.active),
+        m.d.comb += [self.busy.eq(read.busy | write.busy),
                      self.stall.eq(read.stall | write.stall)]
         return m

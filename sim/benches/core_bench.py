@@ -16,9 +16,10 @@ import numpy as np
 from cocotb.triggers import RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster
 
+from fp8train.formats import FP16_169
 from fp8train.protocol import (DESCRIPTOR_BYTES, FLAG_OUT_SHIFT, STATUS_DONE, Ctrl, Descriptor,
                                ErrorCode, Flag, Irq, Opcode, OutFormat, Reg)
-from fp8train.sim.benches.dma_bench import FAULT_BASE, FaultyAxiRam
+from fp8train.sim.benches.dma_bench import FAULT_BASE, FaultyAxiRam, pauses
 from fp8train.sim.benches.streams import bench_params, reset, start_clock
 from fp8train.sim.golden.device import DeviceConfig, GoldenDevice, check
 
@@ -47,6 +48,10 @@ class CoreTB:
         self.ram = FaultyAxiRam(AxiBus.from_prefix(dut, "m_axi"), dut.clk, dut.rst, MEM_SIZE)
         for side in (self.ram.write_if, self.ram.read_if, self.csr.write_if, self.csr.read_if):
             side.log.setLevel(logging.WARNING)
+        # Random backpressure and delays on every channel of the memory (AR/AW/W ready, R/B valid).
+        for channel in (self.ram.write_if.aw_channel, self.ram.write_if.w_channel, self.ram.write_if.b_channel,
+                        self.ram.read_if.ar_channel, self.ram.read_if.r_channel):
+            channel.set_pause_generator(pauses(self.rng, 0.3))
         self.golden = _FaultingGolden(MEM_SIZE, self.config)
         self.head = 0
         self.next_free = DATA_BASE
@@ -111,6 +116,28 @@ class CoreTB:
         return Descriptor(opcode=Opcode.GEMM, flags=flags, m=m, n=n, k=k, addr_a=addr_a, stride_a=stride_a,
                           addr_b=addr_b, stride_b=stride_b, addr_c=addr_c, stride_c=stride_c,
                           addr_d=addr_d, stride_d=stride_d, **fields)
+
+    def update(self, count, flags=0, out=OutFormat.FP16_169, **fields):
+        """An UPDATE descriptor over fresh w, g (and v with MOMENTUM) of moderate FP16_169 values."""
+        flags |= out << FLAG_OUT_SHIFT
+
+        def values(scale):
+            exponents = np.array([self.rng.randint(-4, 2) for _ in range(count)]) + scale
+            signs = np.array([self.rng.choice([1.0, -1.0]) for _ in range(count)])
+            return FP16_169.encode(signs * (1 + np.array([self.rng.random() for _ in range(count)])) * 2.0 ** exponents)
+
+        buffers = {}
+        for name, scale in (("w", 0), ("g", -3), ("v", -5)):
+            addr, _ = self.alloc(1, 2 * count, 0)
+            self.write_mem(addr, values(scale).astype("<u2").tobytes())
+            buffers[name] = addr
+        copy, _ = self.alloc(1, count, 0)
+        lr, mu, wd = (int(FP16_169.encode(np.float64(x))) for x in (0.125, 0.875, 0.01))
+        return Descriptor(opcode=Opcode.UPDATE, flags=flags, k=count, addr_a=buffers["w"], addr_b=buffers["g"],
+                          addr_c=buffers["v"] if flags & Flag.MOMENTUM else 0,
+                          addr_d=copy if out != OutFormat.FP16_169 else 0,
+                          stride_a=lr, stride_b=mu if flags & Flag.MOMENTUM else 0,
+                          stride_c=wd if flags & Flag.WEIGHT_DECAY else 0, **fields)
 
     async def run_ring(self, descs):
         """Submit ``descs``, wait for the irq and the tail, compare with golden."""
@@ -205,6 +232,18 @@ async def test_options(dut):
 
 
 @cocotb.test()
+async def test_updates(dut):
+    """UPDATE descriptors (SR and RNE, momentum, weight decay, loss-scale undo, FP8 copies, odd counts)
+    between GEMMs, through the update executor's turn on the DMA."""
+    def descs(tb):
+        return [tb.update(1), tb.gemm(3, 4, 9),
+                tb.update(37, Flag.OUT_STOCHASTIC | Flag.MOMENTUM, out=OutFormat.E5M2, seed=0xBEEF, scale=-2),
+                tb.update(130, Flag.WEIGHT_DECAY | Flag.MOMENTUM, out=OutFormat.E4M3),
+                tb.update(64, Flag.OUT_STOCHASTIC | Flag.WEIGHT_DECAY, seed=7), tb.gemm(2, 5, 3)]
+    await _run(dut, descs, "updates", 6)
+
+
+@cocotb.test()
 async def test_read_error(dut):
     """A read SLVERR on A ends the GEMM with READ_ERROR; the next GEMM in the ring is correct."""
     tb = CoreTB(dut, 3)
@@ -243,14 +282,14 @@ async def test_abort(dut):
     aborted GEMM's D rows may be partly written: that region is not compared."""
     tb = CoreTB(dut, 5)
     await tb.start()
-    victim = tb.gemm(4, 4, 24)
+    victim = tb.gemm(16, 16, 64)
     good = tb.gemm(3, 2, 9, out=OutFormat.E4M3)
     tb.golden_fails(victim, ErrorCode.ABORTED)
     for desc in (victim, good):
         tb.write_mem(RING_BASE + (tb.head % 16) * DESCRIPTOR_BYTES, desc.pack())
         tb.head += 1
     await tb.write(Reg.RING_HEAD, tb.head)
-    for _ in range(600):                                 # well inside the victim's ~3000 cycles
+    for _ in range(600):                                 # well inside the victim's ~4,500 cycles
         await RisingEdge(dut.clk)
     await tb.csr.write(Reg.CTRL, int(Ctrl.ENABLE | Ctrl.ABORT).to_bytes(4, "little"))
 

@@ -585,3 +585,42 @@ async def test_concurrent_reads_and_writes(dut):
     await writer
     await tb.quiesce()
     assert tb.error() == 0
+
+
+@cocotb.test()
+async def test_pipelined_commands(dut):
+    """Short commands offered back to back are taken while earlier ones are in flight: the words
+    come back in command order with ``last`` on each command's final word, one ``*_done`` per
+    command, and the bus holds bursts of several commands at once."""
+    tb = DmaTB(dut, stall=False, seed_offset=11)
+    await tb.start()
+    tb.ram.write(0, tb.rng.randbytes(0x4000))
+    commands = [(tb.rng.randrange(0x4000 // WORD - 4) * WORD, tb.rng.randint(1, 3) * WORD)
+                for _ in range(tb.count)]
+    first, done = len(tb.beats), tb.rd_done
+    await drive(dut.clk, tb.rd_cmd, [addr | length << 32 for addr, length in commands])
+    await tb.wait_count("rd_done", done + len(commands))
+    await tb.wait_count_beats(first + sum(length for _, length in commands) // WORD)
+    got = iter(tb.beats[first:])
+    for addr, length in commands:
+        want = tb.ram.read(addr, length)
+        for index in range(length // WORD):
+            beat = next(got)
+            assert beat & (1 << 64) - 1 == int.from_bytes(want[index * WORD:(index + 1) * WORD], "little")
+            assert beat >> 64 == (index == length // WORD - 1), f"read {addr:#x}+{length}: last on word {index}"
+    assert tb.max_reads_in_flight > 1, "reads of consecutive commands never overlapped"
+
+    writes = [(0x8000 + index * 0x40, tb.rng.randint(1, 3) * WORD) for index in range(tb.count)]
+    words = [tb.rng.getrandbits(64) for _ in range(sum(length for _, length in writes) // WORD)]
+    done = tb.wr_done
+    producer = tb.producer(words, [0xFF] * len(words))
+    await drive(dut.clk, tb.wr_cmd, [addr | length << 32 for addr, length in writes])
+    await tb.wait_count("wr_done", done + len(writes))
+    assert producer.done()
+    position = 0
+    for addr, length in writes:
+        want = b"".join(w.to_bytes(WORD, "little") for w in words[position:position + length // WORD])
+        assert tb.ram.read(addr, length) == want, f"write {addr:#x}+{length}"
+        position += length // WORD
+    await tb.quiesce()
+    assert tb.error() == 0

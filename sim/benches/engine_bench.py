@@ -74,6 +74,13 @@ def gemm(**fields):
     return Descriptor(**base)
 
 
+def update(**fields):
+    """An UPDATE of 5 elements (lr = 0.5) that passes every check unless ``fields`` break one."""
+    base = dict(opcode=Opcode.UPDATE, k=5, addr_a=0x1000, addr_b=0x2000, addr_d=0x3000, stride_a=0x3800)
+    base.update(fields)
+    return Descriptor(**base)
+
+
 #: tests/test_device.py::test_malformed_descriptors_complete_with_their_error, and a few more corners.
 MALFORMED = [
     gemm(opcode=0x7F), gemm(opcode=Opcode.UPDATE), gemm(flags=1 << 20), gemm(flags=3 << 8), gemm(m=0),
@@ -90,6 +97,12 @@ MALFORMED = [
     gemm(flags=Flag.HAS_C, addr_c=0x4000, stride_c=8, n=4), gemm(flags=Flag.HAS_C, addr_c=0x4004, stride_c=8),
     gemm(addr_d=(1 << 24) - 16, m=2, stride_d=8), gemm(addr_d=(1 << 24) - 16, m=3, stride_d=8),
     gemm(m=0x100, stride_a=0x10000, addr_a=0), gemm(m=0x100, stride_a=0x10000, addr_a=8),
+    # UPDATE: the factor fields' reserved halves, its count, unused buffers ignored, single-row buffers
+    update(), update(stride_a=0x1_3C00), update(stride_d=8), update(chunk=1), update(m=1), update(k=0),
+    update(k=(1 << 24) - 1), update(k=1 << 24), update(addr_c=0x4004), update(flags=Flag.MOMENTUM, addr_c=0x4004),
+    update(flags=Flag.TRANS_A), update(flags=Flag.WEIGHT_DECAY | Flag.OUT_STOCHASTIC, k=9),
+    update(flags=1 << 8, addr_d=(1 << 24) - 8, k=8), update(flags=1 << 8, addr_d=(1 << 24) - 8, k=9),
+    update(addr_b=(1 << 24) - 16, k=8), update(addr_b=(1 << 24) - 16, k=9), update(flags=3 << 8),
     gemm(flags=Flag.RELU | Flag.OVERFLOW_INF | Flag.ACC_STOCHASTIC | Flag.OUT_STOCHASTIC, scale=-5, seed=7),
 ]
 
@@ -215,7 +228,7 @@ class EngineTB:
             self.write_mem(self.slot(self.head), raw)
             reserved_clear = Descriptor.unpack(raw)[1]
             code = check(desc, reserved_clear, self.config, WINDOW)
-            if desc.opcode == Opcode.GEMM and code == ErrorCode.OK:
+            if desc.opcode in (Opcode.GEMM, Opcode.UPDATE) and code == ErrorCode.OK:
                 self.expected.append(desc)
             self.head = (self.head + 1) & 0xFFFF
         await self.write(Reg.RING_HEAD, self.head)
@@ -296,7 +309,7 @@ class EngineTB:
             else:
                 desc = self.expected.pop(0)
                 for name, value in got.items():
-                    want = getattr(desc, name)
+                    want = desc.opcode == Opcode.UPDATE if name == "update" else getattr(desc, name)
                     if value != want:
                         self.errors.append(f"command {self.accepted}: {name} {value:#x} != {want:#x}")
                         break

@@ -3,7 +3,8 @@
 :class:`GoldenDevice` answers the same host operations as the simulated and the real device (read/write
 a register, read/write host memory, wait for the interrupt), so the driver is written once and every
 backend is checked against this one. Command semantics live in :func:`check` (which error a descriptor
-earns, in the order the hardware tests them) and :func:`run_gemm` (what a GEMM writes).
+earns, in the order the hardware tests them), :func:`run_gemm` (what a GEMM writes) and :func:`run_update`
+(what an UPDATE writes).
 """
 
 from dataclasses import dataclass
@@ -11,29 +12,44 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...formats import E4M3, E5M2, FP16_169, FloatFormat
-from ...protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, MAX_DIM,
-                         STATUS_DONE, VERSION, Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat,
-                         Reg, Status)
+from ...protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, GEMM_FLAGS, MAX_DIM,
+                         MAX_UPDATE_COUNT, STATUS_DONE, UPDATE_FLAGS, VERSION, Ctrl, Descriptor, ErrorCode,
+                         Flag, Irq, Opcode, OutFormat, Reg, Status)
 from .arith import matmul
 from .lfsr import LfsrBank
+from .update import sgd_update
 
-__all__ = ["DeviceConfig", "GoldenDevice", "check", "run_gemm", "output_stage", "OUT_FORMATS",
-           "OUTPUT_SEED_SALT"]
+__all__ = ["DeviceConfig", "GoldenDevice", "check", "run_gemm", "run_update", "output_stage", "OUT_FORMATS",
+           "OUTPUT_SEED_SALT", "OPCODE_FLAGS"]
 
 OUT_FORMATS = {OutFormat.FP16_169: FP16_169, OutFormat.E5M2: E5M2, OutFormat.E4M3: E4M3}
 #: The output conversion's random bits come from output lanes seeded with ``seed ^ OUTPUT_SEED_SALT``
 #: (one draw per output), so they never repeat the accumulation's bits.
 OUTPUT_SEED_SALT = 0xA5A5_5A5A
+#: Flags each implemented opcode accepts (a FENCE ignores the GEMM flags).
+OPCODE_FLAGS = {Opcode.FENCE: GEMM_FLAGS, Opcode.GEMM: GEMM_FLAGS, Opcode.UPDATE: UPDATE_FLAGS}
+#: The low half of an UPDATE's stride_a..c holds an FP16_169 code; the high half is reserved.
+_CODE_MASK = (1 << FP16_169.width) - 1
 
 
 @dataclass(frozen=True)
 class DeviceConfig:
-    """What a device reports in its CONFIG registers; results never depend on ``rows``/``cols``."""
+    """What a device reports in its CONFIG registers; results never depend on ``rows``/``cols``.
+
+    ``opcodes`` are the commands the device executes; any other opcode completes with BAD_OPCODE. The
+    default is what the RTL accelerator implements.
+    """
     rows: int = 8
     cols: int = 8
     rbits: int = 8
     max_chunk: int = 4096
     ring_log2_max: int = 12
+    opcodes: frozenset = frozenset({Opcode.FENCE, Opcode.GEMM, Opcode.UPDATE})
+
+    def __post_init__(self):
+        if not isinstance(self.opcodes, frozenset) or not self.opcodes <= OPCODE_FLAGS.keys():
+            raise ValueError(f"opcodes must be a frozenset of {', '.join(op.name for op in OPCODE_FLAGS)}, "
+                             f"not {self.opcodes!r}")
 
 
 def _row_bytes(desc: Descriptor):
@@ -57,12 +73,14 @@ def _span(addr, stride, rows, row_bytes):
 
 def check(desc: Descriptor, reserved_clear: bool, config: DeviceConfig, window: tuple[int, int]) -> ErrorCode:
     """The error a descriptor completes with before any data moves, in the hardware's order."""
-    if desc.opcode not in (Opcode.FENCE, Opcode.GEMM):
+    if desc.opcode not in config.opcodes:
         return ErrorCode.BAD_OPCODE
-    if not reserved_clear or desc.flags & ~FLAGS_DEFINED:
+    if not reserved_clear or desc.flags & ~OPCODE_FLAGS[desc.opcode]:
         return ErrorCode.RESERVED_BITS
     if desc.opcode == Opcode.FENCE:
         return ErrorCode.OK
+    if desc.opcode == Opcode.UPDATE:
+        return _check_update(desc, window)
     if (desc.flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT not in OUT_FORMATS:
         return ErrorCode.BAD_FORMAT
     if not all(1 <= dim <= MAX_DIM for dim in (desc.m, desc.n, desc.k)):
@@ -80,6 +98,60 @@ def check(desc: Descriptor, reserved_clear: bool, config: DeviceConfig, window: 
     return ErrorCode.OK
 
 
+def _update_buffers(desc: Descriptor):
+    """(address, bytes) of the buffers an UPDATE reads or writes: w, g, then v and the copy if used."""
+    count = desc.k
+    buffers = {"w": (desc.addr_a, 2 * count), "g": (desc.addr_b, 2 * count)}
+    if desc.flags & Flag.MOMENTUM:
+        buffers["v"] = (desc.addr_c, 2 * count)
+    if (desc.flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT != OutFormat.FP16_169:
+        buffers["copy"] = (desc.addr_d, count)
+    return buffers
+
+
+def _check_update(desc: Descriptor, window: tuple[int, int]) -> ErrorCode:
+    """UPDATE checks after BAD_OPCODE and the reserved flags, in order: RESERVED_BITS (high halves of
+    stride_a..c, stride_d or chunk not zero), BAD_FORMAT (OutFormat 3), BAD_DIMENSION (count zero or above
+    :data:`MAX_UPDATE_COUNT`, or m or n not zero), MISALIGNED (an address of a buffer in use), OUT_OF_WINDOW
+    (a buffer in use, rounded up to whole beats, outside the window). Unused addresses are ignored."""
+    if any(stride & ~_CODE_MASK for stride in (desc.stride_a, desc.stride_b, desc.stride_c)) \
+            or desc.stride_d or desc.chunk:
+        return ErrorCode.RESERVED_BITS
+    if (desc.flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT not in OUT_FORMATS:
+        return ErrorCode.BAD_FORMAT
+    if not 1 <= desc.k <= MAX_UPDATE_COUNT or desc.m or desc.n:
+        return ErrorCode.BAD_DIMENSION
+    buffers = _update_buffers(desc)
+    if any(addr % ALIGN for addr, _ in buffers.values()):
+        return ErrorCode.MISALIGNED
+    base, limit = window
+    if any(addr < base or addr + -(-nbytes // ALIGN) * ALIGN > limit for addr, nbytes in buffers.values()):
+        return ErrorCode.OUT_OF_WINDOW
+    return ErrorCode.OK
+
+
+def run_update(desc: Descriptor, memory: np.ndarray, config: DeviceConfig) -> None:
+    """Execute a checked UPDATE descriptor on ``memory``: golden :func:`~.update.sgd_update` of the w, g
+    (and v) buffers, writing w and v in place and the FP8 copy at ``addr_d``, exactly ``2 * count`` (or
+    ``count``) bytes each. Overlapping buffers give unspecified results."""
+    flags = desc.flags
+    buffers = _update_buffers(desc)
+    read = lambda name: memory[buffers[name][0]:sum(buffers[name])].view("<u2")
+    momentum = bool(flags & Flag.MOMENTUM)
+    copy_fmt = OUT_FORMATS[OutFormat((flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT)]
+    w_new, v_new, copy = sgd_update(
+        read("w"), read("g"), lr=desc.stride_a, v=read("v") if momentum else None,
+        momentum=desc.stride_b if momentum else None,
+        weight_decay=desc.stride_c if flags & Flag.WEIGHT_DECAY else None, scale=desc.scale,
+        rounding="stochastic" if flags & Flag.OUT_STOCHASTIC else "nearest", seed=desc.seed,
+        rbits=config.rbits, copy_fmt=None if copy_fmt is FP16_169 else copy_fmt,
+        overflow="inf" if flags & Flag.OVERFLOW_INF else "saturate")
+    for name, values in (("w", w_new), ("v", v_new), ("copy", copy)):
+        if values is not None:
+            addr, nbytes = buffers[name]
+            memory[addr:addr + nbytes] = values.astype(values.dtype.newbyteorder("<")).view(np.uint8)
+
+
 def _read_matrix(memory, addr, stride, rows, cols, itemsize):
     view = np.lib.stride_tricks.as_strided(memory[addr:], shape=(rows, cols * itemsize), strides=(stride, 1))
     raw = np.ascontiguousarray(view)
@@ -94,7 +166,7 @@ def run_gemm(desc: Descriptor, memory: np.ndarray, config: DeviceConfig) -> None
     with round-to-nearest, ReLU turns negative values (not NaN) into +0, and the scaled value is rounded
     once into the output format (stochastic bits from one draw of the ``seed ^ OUTPUT_SEED_SALT`` lanes).
     """
-    flags, m, n, k = Flag(desc.flags & FLAGS_DEFINED), desc.m, desc.n, desc.k
+    flags, m, n, k = Flag(desc.flags & GEMM_FLAGS), desc.m, desc.n, desc.k
     a = _read_matrix(memory, desc.addr_a, desc.stride_a, *((k, m) if flags & Flag.TRANS_A else (m, k)), 1)
     b = _read_matrix(memory, desc.addr_b, desc.stride_b, *((n, k) if flags & Flag.TRANS_B else (k, n)), 1)
     a = a.T if flags & Flag.TRANS_A else a
@@ -196,9 +268,10 @@ class GoldenDevice:
 
     # -- the command engine ---------------------------------------------------------------------
     def execute(self, desc: Descriptor) -> ErrorCode:
-        """Run a checked GEMM and return its completion code; a bench that mirrors a device without
-        the datapath, or with injected bus errors, overrides this and nothing else."""
-        run_gemm(desc, self.memory, self.config)
+        """Run a checked GEMM or UPDATE and return its completion code; a bench that mirrors a device
+        without the datapath, or with injected bus errors, overrides this and nothing else."""
+        run = run_update if desc.opcode == Opcode.UPDATE else run_gemm
+        run(desc, self.memory, self.config)
         return ErrorCode.OK
 
     def _run(self) -> None:
@@ -210,7 +283,7 @@ class GoldenDevice:
             slot = regs[Reg.RING_BASE] + (regs[Reg.RING_TAIL] % size) * DESCRIPTOR_BYTES
             desc, reserved_clear = Descriptor.unpack(self.read_mem(slot, DESCRIPTOR_BYTES))
             code = check(desc, reserved_clear, self.config, (regs[Reg.WINDOW_BASE], regs[Reg.WINDOW_LIMIT]))
-            if code == ErrorCode.OK and desc.opcode == Opcode.GEMM:
+            if code == ErrorCode.OK and desc.opcode != Opcode.FENCE:
                 code = self.execute(desc)
             self.write_mem(slot + 4, int(STATUS_DONE | code).to_bytes(4, "little"))
             regs[Reg.RING_TAIL] = (regs[Reg.RING_TAIL] + 1) & 0xFFFF

@@ -3,7 +3,8 @@
 // 64-bit data, ADDR_WIDTH-bit byte addresses, ID_WIDTH-bit IDs. FIXED and INCR bursts of up to 256
 // beats at one beat per cycle (a WRAP burst is treated as INCR); narrow transfers (AxSIZE < 3) use
 // the byte lanes their address selects. Writes honour WSTRB. Up to QDEPTH read bursts and QDEPTH
-// write bursts may be outstanding; each kind completes in order.
+// write bursts may be outstanding (16, as a memory controller behind an interconnect takes); each kind
+// completes in order, and R beats of consecutive read bursts follow each other without a gap.
 //
 // Latency (run-time registers `rd_latency`/`wr_latency`, reset from READ_LATENCY/WRITE_LATENCY):
 // each unit delays a read burst's first beat (or a write burst's B response) by one more cycle; at
@@ -25,7 +26,7 @@ module host_ram #(
     parameter integer ADDR_WIDTH = 32,
     parameter integer ID_WIDTH = 4,
     parameter integer WORDS = 131072,
-    parameter integer QDEPTH = 4,
+    parameter integer QDEPTH = 16,
     parameter integer READ_LATENCY = 0,
     parameter integer WRITE_LATENCY = 0,
     parameter [ADDR_WIDTH-1:0] ERR_BASE = 0,
@@ -151,7 +152,8 @@ module host_ram #(
     assign s_axi_arready = !rst && arq_count < QFULL;
     wire ar_take = s_axi_arvalid && s_axi_arready;
     wire r_free = !s_axi_rvalid || s_axi_rready;
-    wire r_load = !r_active && arq_count != 0 && cycle >= arq_due[arq_rd];
+    // The next burst loads when R is idle or its current burst's last beat goes out this cycle.
+    wire r_load = (!r_active || (r_free && r_left == 0)) && arq_count != 0 && cycle >= arq_due[arq_rd];
 
     always @(posedge clk) begin
         if (rst) begin
@@ -169,15 +171,6 @@ module host_ram #(
                 arq_wr <= arq_wr + 1'b1;
             end
             arq_count <= arq_count + {{QBITS{1'b0}}, ar_take} - {{QBITS{1'b0}}, r_load};
-            if (r_load) begin
-                r_active <= 1;
-                r_id <= arq_id[arq_rd];
-                r_addr <= arq_addr[arq_rd];
-                r_left <= arq_len[arq_rd];
-                r_size <= arq_size[arq_rd];
-                r_burst <= arq_burst[arq_rd];
-                arq_rd <= arq_rd + 1'b1;
-            end
             if (r_free) begin
                 s_axi_rvalid <= r_active;
                 if (r_active) begin
@@ -189,6 +182,15 @@ module host_ram #(
                     r_left <= r_left - 1'b1;
                     if (r_left == 0) r_active <= 0;
                 end
+            end
+            if (r_load) begin                  // after the R update: a reload wins
+                r_active <= 1;
+                r_id <= arq_id[arq_rd];
+                r_addr <= arq_addr[arq_rd];
+                r_left <= arq_len[arq_rd];
+                r_size <= arq_size[arq_rd];
+                r_burst <= arq_burst[arq_rd];
+                arq_rd <= arq_rd + 1'b1;
             end
         end
     end
