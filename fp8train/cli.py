@@ -14,7 +14,8 @@ from fp8train.toolchain import build_path
 # Subcommand choice -> module whose main(argv) runs it; argv is the rest of the command line.
 BENCHES = {"golden": "fp8train.sim.golden.bench", "gemm": "fp8train.sim.driver.gemm_bench"}
 EXPERIMENTS = {"accumulation": "fp8train.sim.experiments.accumulation",
-               "ablations": "fp8train.sim.experiments.ablations"}
+               "ablations": "fp8train.sim.experiments.ablations",
+               "pcm": "fp8train.sim.experiments.pcm"}
 TRAINERS = {"digits": "fp8train.sim.train"}
 
 

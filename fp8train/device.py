@@ -86,6 +86,7 @@ class Device:
         self.memory_bytes = memory_bytes
         self.seed = seed
         self.backend = backend
+        self._pcm = None
         self.calls = 0
         if self.link.read_csr(Reg.ID) != DEVICE_ID:
             raise RuntimeError(f"no fp8train device on the {backend} backend")
@@ -111,6 +112,22 @@ class Device:
         close = getattr(self.link, "close", None)
         if close is not None:
             close()
+
+    @property
+    def pcm(self):
+        """The PCM tile emulator (DESIGN.md §6): ``program(weights)``, ``mvm(x)``, ``advance(seconds)``.
+
+        Golden backend only for now: the rtl tile (``fp8train.hw.pcm``) is checked bit-exact by its own
+        cocotb bench until its PCM_* opcodes join the command ring.
+        """
+        if self.backend != "golden":
+            raise NotImplementedError(
+                f"Device({self.backend!r}).pcm: the PCM_PROGRAM/PCM_MVM/PCM_TIME opcodes are not on the "
+                "command ring yet; the PCM tile RTL runs through its own bench (tests/test_pcm_rtl.py)")
+        if self._pcm is None:
+            from .sim.golden.pcm import PcmAccessor
+            self._pcm = PcmAccessor(self.seed)
+        return self._pcm
 
     def matmul(self, a, b, *, out="fp16", rounding="nearest", chunk=64, relu=False, trans_a=False,
                trans_b=False, c=None, scale=0) -> np.ndarray:

@@ -28,7 +28,9 @@ from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma
 from fp8train.hw.core import Accelerator
 from fp8train.hw.engine import CommandEngine
+from fp8train.hw.pcm import PcmTileUnit
 from fp8train.hw.update import UpdateExecutor, UpdateUnit
+from fp8train.sim.golden.pcm import PcmConfig
 
 __all__ = ["Unit", "UNITS", "to_verilog", "top_ports"]
 
@@ -63,6 +65,9 @@ _SUBMODULE_PORTS = ("Amaranth declares a wire in the parent for each port signal
                     "tile controller, array, processing elements, scratchpads, output unit, key hasher, "
                     "CSR slave, DMA), an alias of the net it is connected to; constant or unread bits "
                     "(AXI attributes, IDs, address byte offsets) are inlined at the top ports")
+
+_PCM_PORTS = ("Amaranth declares a wire in the parent for each port signal of a submodule (the device "
+              "programmers and readers, the memories' ports), an alias of the net it is connected to")
 
 #: The update unit's arithmetic, named per step and lane (``decay0_exp``, ``step_add3_sum``, ...).
 _UPDATE_ARITH = ("scale?_*", "decay?_*", "mom?_*", "decay_add?_*", "mom_add?_*", "lr?_*", "step_add?_*",
@@ -210,6 +215,19 @@ UNITS = [
            for name in ("issue_*", "feed_*", "write_*", "read_*", "hash_rows", "stored_row", "tile_row",
                         "c_slot", "c_word", "valid_bytes", "w_beats8", "writer_busy", "s6_valid",
                         *_UPDATE_ARITH)},
+    }),
+    Unit("pcm_tile", lambda: PcmTileUnit(PcmConfig(rows=4, cols=3, slices=2)), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+        "DECLFILENAME": "Amaranth writes the device programmers and readers as modules into the top's one file",
+        "UNUSEDSIGNAL:seed*": "the seed is 32 bits wide, a lane state 31: bit 31 is not used",
+        "UNUSEDSIGNAL:exponent": "the drift exponent's bits below the 2^-f table's resolution are dropped "
+                                 "by design (golden PcmConfig.drift truncates them the same way)",
+        **{f"UNUSEDSIGNAL:{name}": _PCM_PORTS
+           for name in ("device*", "lane*", "step*", "read_factor*", "pair_key_read__addr", "cell_write__addr")},
+        **{f"UNUSEDSIGNAL:{name}": _INLINED
+           for name in ("z_read", "z_prog", "z_nu", "drifted", "rounded", "converted", "y", "error", "arg")},
     }),
 ]
 
