@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.stamp
 PYTEST := $(VENV)/bin/python -m pytest -n 2
 CLI    := $(VENV)/bin/fp8train
 
-.PHONY: test test-long test-icarus demo verilog bench clean
+.PHONY: test test-long test-icarus demo verilog bench clean report bitstream flash
 
 test: $(STAMP)
 	$(PYTEST) tests/
@@ -39,6 +39,19 @@ verilog: $(STAMP)
 bench: $(STAMP)
 	$(CLI) bench golden
 	$(CLI) bench gemm
+
+# Resource and Fmax table of the PEs, arrays and accelerator (YoWASP Yosys/nextpnr; minutes).
+report: $(STAMP)
+	$(CLI) report
+
+# make bitstream BOARD=icebreaker|ulx3s: bitstream and report.json in build/$(BOARD)/.
+bitstream: $(STAMP)
+	@test -n "$(BOARD)" || { echo "usage: make bitstream BOARD=icebreaker|ulx3s"; exit 2; }
+	$(CLI) build $(BOARD)
+
+flash: $(STAMP)
+	@test -n "$(BOARD)" || { echo "usage: make flash BOARD=icebreaker|ulx3s"; exit 2; }
+	$(CLI) flash $(BOARD)
 
 clean:
 	rm -rf build

@@ -17,6 +17,10 @@ EXPERIMENTS = {"accumulation": "fp8train.sim.experiments.accumulation",
                "ablations": "fp8train.sim.experiments.ablations",
                "pcm": "fp8train.sim.experiments.pcm"}
 TRAINERS = {"digits": "fp8train.sim.train"}
+# Commands whose module parses all of its arguments itself (``fp8train report --help``): name -> (module, help).
+TOOLS = {"report": ("fp8train.report", "synthesise the PEs, array and accelerator: resource and Fmax table"),
+         "build": ("fp8train.boards.build", "build a board's bitstream and its report into build/BOARD"),
+         "flash": ("fp8train.boards.flash", "program a board with its bitstream (openFPGALoader or iceprog)")}
 
 
 def _run_module(parser, kind, module, argv):
@@ -65,6 +69,12 @@ def main(argv=None):
                          help=f"arguments passed to the {name}")
         sub.set_defaults(run=lambda args, sub=sub, name=name, choices=choices: _run_module(
             sub, f"{name} {args.which!r}", choices[args.which], args.rest))
+
+    for name, (module, help_text) in TOOLS.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:       # argparse would take the tool's own options for ours
+        return _run_module(parser, argv[0], TOOLS[argv[0]][0], argv[1:])
 
     args = parser.parse_args(argv)
     return args.run(args)

@@ -13,6 +13,7 @@ from amaranth.hdl import Const, ValueCastable
 from amaranth.hdl._ir import PortDirection
 from amaranth.lib import wiring
 
+from fp8train.boards.memory import HostMemory
 from fp8train.formats import E5M2, FP16_169
 from fp8train.hw.arith.add import FpAdd
 from fp8train.hw.arith.convert import FpConvert
@@ -29,6 +30,7 @@ from fp8train.hw.bus.dma import Dma
 from fp8train.hw.core import Accelerator
 from fp8train.hw.engine import CommandEngine
 from fp8train.hw.pcm import PcmTileUnit
+from fp8train.hw.reference.pe import ReferencePE
 from fp8train.hw.update import UpdateExecutor, UpdateUnit
 from fp8train.sim.golden.pcm import PcmConfig
 
@@ -228,6 +230,20 @@ UNITS = [
            for name in ("device*", "lane*", "step*", "read_factor*", "pair_key_read__addr", "cell_write__addr")},
         **{f"UNUSEDSIGNAL:{name}": _INLINED
            for name in ("z_read", "z_prog", "z_nu", "drifted", "rounded", "converted", "y", "error", "arg")},
+    }),
+    Unit("reference_pe", lambda: ReferencePE(rbits=8), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
+        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("chunk_add_", "total_add_", "product_")},
+    }),
+    Unit("host_memory", lambda: HostMemory(size=4096), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of the multi-bit FSM state for 'state == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+        "UNUSEDSIGNAL:*_a?addr": "addresses select 64-bit words (host: 32-bit halves); the byte offset "
+                                 "bits below are ignored, wstrb selects the bytes",
+        "UNUSEDSIGNAL:dev_awlen": "a write burst ends with wlast; the slave needs no beat count",
+        **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("addr", "write__addr")},
     }),
 ]
 

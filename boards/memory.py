@@ -1,0 +1,133 @@
+"""On-chip memory standing in for host memory on a board.
+
+The accelerator's DMA master reaches it through an AXI4 slave port; the host link (the UART bridge)
+through an AXI4-Lite port, to fill operands and the command ring and read results back. On ECP5 Yosys
+maps it to block RAM (DP16KD). On the iCE40 UP5K it does not become SPRAM: Amaranth writes a zero
+initialiser for every word and SPRAM cannot be initialised, so ``synth_ice40 -spram`` maps 128 KiB to
+256 block RAMs; the UP5K would need ``SB_SPRAM256KA`` instances here (not written: no accelerator
+configuration fits the UP5K yet, see the README).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In
+
+from fp8train.hw.bus.axi import AxiBurst, AxiLiteSignature, AxiResp, AxiSignature
+
+__all__ = ["HostMemory"]
+
+BEAT_BYTES = 8          # 64-bit words, the accelerator's AXI data width
+
+
+class HostMemory(wiring.Component):
+    """``size`` bytes of single-port RAM, 64 bits wide, shared by an AXI4 slave and an AXI4-Lite slave.
+
+    One transaction at a time, so the memory needs only one port (each iCE40 SPRAM has one); the
+    AXI4 port wins over the host port when both ask in the same cycle. The AXI4 port takes INCR
+    bursts of 8-byte beats and streams them at one beat per cycle after one cycle of read latency;
+    beats outside the memory, or of another burst type or size, read 0 and answer ``DECERR``
+    (reads per beat, writes once in ``bresp``) and write nothing.
+
+    Parameters
+    ----------
+    size : int
+        Bytes, a power of two from 64 to 2**24.
+    addr_width, id_width : int
+        Of the AXI4 port (the accelerator's ``m_axi``).
+
+    Members
+    -------
+    dev : In(AxiSignature(addr_width=addr_width, data_width=64, id_width=id_width))
+        The accelerator's DMA.
+    host : In(AxiLiteSignature(addr_width=log2(size), data_width=32))
+        The host link; every address is inside the memory.
+    """
+
+    def __init__(self, *, size: int, addr_width: int = 32, id_width: int = 4):
+        if (isinstance(size, bool) or not isinstance(size, int) or not 64 <= size <= 1 << 24
+                or size & (size - 1)):
+            raise ValueError(f"size must be a power of two from 64 to 2**24 bytes, not {size!r}")
+        self.size = size
+        self._word_bits = (size // BEAT_BYTES).bit_length() - 1
+        super().__init__({
+            "dev": In(AxiSignature(addr_width=addr_width, data_width=8 * BEAT_BYTES, id_width=id_width)),
+            "host": In(AxiLiteSignature(addr_width=size.bit_length() - 1, data_width=32)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        dev, host = self.dev, self.host
+        m.submodules.mem = mem = Memory(shape=8 * BEAT_BYTES, depth=self.size // BEAT_BYTES, init=[])
+        read, write = mem.read_port(), mem.write_port(granularity=8)
+        addr = Signal(self._word_bits)                # the one address both ports use (single-port RAM)
+        m.d.comb += [read.addr.eq(addr), write.addr.eq(addr)]
+
+        word = Signal(len(dev.araddr) - 3)            # current beat's word address
+        count, length, ident = Signal(8), Signal(8), Signal(len(dev.arid))
+        bad_burst, error = Signal(), Signal()         # error: a write beat was refused
+        outside = word[self._word_bits:] != 0
+        refused = bad_burst | outside
+        half = Signal()                               # host: which 32-bit half of the word
+        m.d.comb += addr.eq(word[:self._word_bits])
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(dev.arvalid):
+                    m.d.comb += dev.arready.eq(1)
+                    m.d.sync += [word.eq(dev.araddr[3:]), length.eq(dev.arlen), ident.eq(dev.arid),
+                                 count.eq(0), bad_burst.eq((dev.arburst != AxiBurst.INCR) | (dev.arsize != 3))]
+                    m.next = "DEV_READ"
+                with m.Elif(dev.awvalid):
+                    m.d.comb += dev.awready.eq(1)
+                    m.d.sync += [word.eq(dev.awaddr[3:]), ident.eq(dev.awid), error.eq(0),
+                                 bad_burst.eq((dev.awburst != AxiBurst.INCR) | (dev.awsize != 3))]
+                    m.next = "DEV_WRITE"
+                with m.Elif(host.arvalid):
+                    m.d.comb += host.arready.eq(1)
+                    m.d.sync += [word.eq(host.araddr[3:]), half.eq(host.araddr[2])]
+                    m.next = "HOST_READ"
+                with m.Elif(host.awvalid & host.wvalid):
+                    m.d.comb += [host.awready.eq(1), host.wready.eq(1), addr.eq(host.awaddr[3:]),
+                                 write.data.eq(Cat(host.wdata, host.wdata)),
+                                 write.en.eq(Mux(host.awaddr[2], host.wstrb << 4, host.wstrb))]
+                    m.next = "HOST_RESP"
+            with m.State("DEV_READ"):                 # the first beat's address goes to the RAM
+                m.d.comb += read.en.eq(1)
+                m.next = "DEV_DATA"
+            with m.State("DEV_DATA"):                 # a beat on R; the next one's address to the RAM
+                last = count == length
+                m.d.comb += [dev.rvalid.eq(1), dev.rid.eq(ident), dev.rlast.eq(last),
+                             dev.rdata.eq(Mux(refused, 0, read.data)),
+                             dev.rresp.eq(Mux(refused, AxiResp.DECERR, AxiResp.OKAY))]
+                with m.If(dev.rready):
+                    with m.If(last):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.d.comb += [addr.eq(word[:self._word_bits] + 1), read.en.eq(1)]
+                        m.d.sync += [word.eq(word + 1), count.eq(count + 1)]
+            with m.State("DEV_WRITE"):
+                m.d.comb += [dev.wready.eq(1), write.data.eq(dev.wdata)]
+                with m.If(dev.wvalid):
+                    m.d.comb += write.en.eq(Mux(refused, 0, dev.wstrb))
+                    m.d.sync += [word.eq(word + 1), error.eq(error | refused)]
+                    with m.If(dev.wlast):
+                        m.next = "DEV_RESP"
+            with m.State("DEV_RESP"):
+                m.d.comb += [dev.bvalid.eq(1), dev.bid.eq(ident),
+                             dev.bresp.eq(Mux(error, AxiResp.DECERR, AxiResp.OKAY))]
+                with m.If(dev.bready):
+                    m.next = "IDLE"
+            with m.State("HOST_READ"):
+                m.d.comb += read.en.eq(1)
+                m.next = "HOST_DATA"
+            with m.State("HOST_DATA"):
+                m.d.comb += [host.rvalid.eq(1), host.rresp.eq(AxiResp.OKAY),
+                             host.rdata.eq(Mux(half, read.data[32:], read.data[:32]))]
+                with m.If(host.rready):
+                    m.next = "IDLE"
+            with m.State("HOST_RESP"):
+                m.d.comb += [host.bvalid.eq(1), host.bresp.eq(AxiResp.OKAY)]
+                with m.If(host.bready):
+                    m.next = "IDLE"
+        return m
