@@ -167,9 +167,7 @@ class TileController(wiring.Component):
         command while earlier ones are in flight), ``dma_wr_done`` is counted.
     feed, chunk, stochastic, saturate, seed, o, array_mac_active, mac_active
         The systolic array's ports (flipped); ``mac_active`` passes the array's count on.
-    idle : Out(1)
-        No command in progress: the array is held in reset, so that a command aborted in the middle
-        of a tile leaves no partial sum behind (a completed command has drained it).
+
     a_write, a_read_buffer, a_read_k, a_codes, b_write, b_read_buffer, b_read_k, b_codes
         The operand scratchpads' ports (A's depth is ``a_slots * k_block``, B's ``k_block``).
     out_i, out_o, out_*
@@ -216,7 +214,6 @@ class TileController(wiring.Component):
             "o": In(stream.Signature(ACC, always_ready=True)).array(rows),
             "array_mac_active": In(range(rows * cols + 1)),
             "mac_active": Out(range(rows * cols + 1)),
-            "idle": Out(1),
             # Operand scratchpads.
             "a_write": Out(scratch_write(a_slots * k_block)), "a_read_buffer": Out(1),
             "a_read_k": Out(range(a_slots * k_block)), "a_codes": In(data.ArrayLayout(8, rows)),
@@ -278,8 +275,7 @@ class TileController(wiring.Component):
                     m.next = "IDLE"
         in_idle, in_done = Signal(), Signal()
         m.d.comb += [in_idle.eq(fsm.ongoing("IDLE")), in_done.eq(fsm.ongoing("DONE"))]
-        m.d.comb += [self.idle.eq(~running),
-                     self.cmd.ready.eq(in_idle & ~self.abort),
+        m.d.comb += [self.cmd.ready.eq(in_idle & ~self.abort),
                      self.done.valid.eq(in_done & ~self.abort), self.done.p.code.eq(code)]
 
         # Command options to the array and the output unit.

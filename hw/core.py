@@ -2,7 +2,7 @@
 lane key hashers and the weight-update executor (DESIGN.md §3-4). Its host interface is the engine's: ``s_axil``, ``m_axi``,
 ``irq``."""
 
-from amaranth.hdl import Module, Mux, ResetInserter, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,7 +63,7 @@ class Accelerator(wiring.Component):
         m.submodules.engine = engine = self.engine
         m.submodules.controller = ctl = self.controller
         array = SystolicArray(rows=self.rows, cols=self.cols, rbits=self.rbits, max_chunk=self.max_chunk)
-        m.submodules.array = ResetInserter(ctl.idle)(array)
+        m.submodules.array = array
         m.submodules.scratch_a = scratch_a = OperandScratch(lanes=self.rows, depth=self.a_slots * self.k_block)
         m.submodules.scratch_b = scratch_b = OperandScratch(lanes=self.cols, depth=self.k_block)
         m.submodules.output = output = OutputUnit(rbits=self.rbits)

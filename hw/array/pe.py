@@ -136,20 +136,27 @@ class ProcessingElement(wiring.Component):
         p_beat = Signal(CONTROL)
         m.d.sync += [p_valid.eq(beat.valid), p_code.eq(product), p_rand.eq(drawn), p_beat.eq(beat)]
 
-        # Stage 2: chunk accumulation; the loop restarts from +0 after a chunk ends.
+        # Stage 2: chunk accumulation; the loop restarts from +0 after a chunk ends and on a tile's
+        # first beat (so a tile abandoned before its last beat leaves nothing behind).
         chunk_acc, chunk_restart = Signal(acc_fmt.width), Signal(init=1)
-        chunk_sum = add_codes(m, acc_fmt, Mux(chunk_restart, 0, chunk_acc), p_code,
+        chunk_sum = add_codes(m, acc_fmt, Mux(chunk_restart | p_beat.first, 0, chunk_acc), p_code,
                               stochastic=p_beat.stochastic, rand=p_rand[:rbits],
                               saturate=p_beat.saturate, name="chunk_add")
+        in_first_chunk = Signal()              # the chunk in progress began with the tile's first beat
+        first_chunk = Signal()
+        m.d.comb += first_chunk.eq(p_beat.first | (in_first_chunk & ~chunk_restart))
         c_valid, c_code, c_rand, c_beat = Signal(), Signal(acc_fmt.width), Signal(rbits), Signal(CONTROL)
+        c_first_chunk = Signal()
         m.d.sync += [c_valid.eq(p_valid & p_beat.chunk_end), c_code.eq(chunk_sum),
-                     c_rand.eq(p_rand[rbits:]), c_beat.eq(p_beat)]
+                     c_rand.eq(p_rand[rbits:]), c_beat.eq(p_beat), c_first_chunk.eq(first_chunk)]
         with m.If(p_valid):
-            m.d.sync += [chunk_acc.eq(chunk_sum), chunk_restart.eq(p_beat.chunk_end)]
+            m.d.sync += [chunk_acc.eq(chunk_sum), chunk_restart.eq(p_beat.chunk_end),
+                         in_first_chunk.eq(first_chunk)]
 
-        # Stage 3: the total, one addition per chunk; the dot product's last chunk completes it.
+        # Stage 3: the total, one addition per chunk, restarting with the tile's first chunk; the dot
+        # product's last chunk completes it.
         total, total_restart = Signal(acc_fmt.width), Signal(init=1)
-        new_total = add_codes(m, acc_fmt, Mux(total_restart, 0, total), c_code,
+        new_total = add_codes(m, acc_fmt, Mux(total_restart | c_first_chunk, 0, total), c_code,
                               stochastic=c_beat.stochastic, rand=c_rand, saturate=c_beat.saturate,
                               name="total_add")
         with m.If(c_valid):
