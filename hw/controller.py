@@ -32,13 +32,12 @@ from amaranth.lib.wiring import In, Out
 
 from fp8train.formats import E5M2, FP16_169
 from fp8train.hw.array.systolic import feed_layout
-from fp8train.hw.bus.dma import DmaError, command_layout
-from fp8train.hw.engine import DMA_ERROR_WIDTH, done_layout, exec_layout
+from fp8train.hw.bus.dma import DmaError
+from fp8train.hw.engine import BEAT, exec_layout, executor_members
 from fp8train.protocol import ALIGN, FLAG_OUT_SHIFT, ErrorCode, Flag, OutFormat
 
 __all__ = ["TileController"]
 
-BEAT = ALIGN * 8
 KEY = 32
 ACC = FP16_169.width
 ELEMENTS_PER_BEAT = BEAT // ACC
@@ -193,20 +192,12 @@ class TileController(wiring.Component):
         # C memory words per row: the row's C values start anywhere in the first word.
         self.c_words = (ELEMENTS_PER_BEAT - 1 + cols + ELEMENTS_PER_BEAT - 1) // ELEMENTS_PER_BEAT
         self.addr_width, self.length_width = addr_width, length_width
-        command = stream.Signature(command_layout(addr_width, length_width))
 
         def scratch_write(depth):
             return data.StructLayout({"en": 1, "buffer": 1, "k_rows": 1, "lane": signed(8),
                                       "k": range(depth), "data": data.ArrayLayout(8, ALIGN)})
         super().__init__({
-            "cmd": In(stream.Signature(exec_layout(addr_width))),
-            "done": Out(stream.Signature(done_layout())),
-            "abort": In(1),
-            "dma_rd_cmd": Out(command),
-            "dma_rd_data": In(stream.Signature(data.StructLayout({"data": BEAT, "last": 1}))),
-            "dma_wr_cmd": Out(command),
-            "dma_wr_data": Out(stream.Signature(data.StructLayout({"data": BEAT, "strb": BEAT // 8}))),
-            "dma_rd_done": In(1), "dma_wr_done": In(1), "dma_error": In(DMA_ERROR_WIDTH),
+            **executor_members(addr_width, length_width),
             # Systolic array.
             "feed": Out(stream.Signature(feed_layout(E5M2, rows, cols), always_ready=True)),
             "chunk": Out(range(max_chunk + 1)), "stochastic": Out(1), "saturate": Out(1),

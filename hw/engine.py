@@ -54,6 +54,22 @@ def done_layout() -> data.StructLayout:
     return data.StructLayout({"code": CODE_WIDTH})
 
 
+def executor_members(addr_width: int, length_width: int) -> dict:
+    """The ports every executor (tile controller, update executor) has: the engine's ``exec_*`` ports
+    seen from the executor's side, so the core can route them to whichever owns the command."""
+    command = stream.Signature(command_layout(addr_width, length_width))
+    return {
+        "cmd": In(stream.Signature(exec_layout(addr_width))),
+        "done": Out(stream.Signature(done_layout())),
+        "abort": In(1),
+        "dma_rd_cmd": Out(command),
+        "dma_rd_data": In(stream.Signature(data.StructLayout({"data": BEAT, "last": 1}))),
+        "dma_wr_cmd": Out(command),
+        "dma_wr_data": Out(stream.Signature(data.StructLayout({"data": BEAT, "strb": BEAT // 8}))),
+        "dma_rd_done": In(1), "dma_wr_done": In(1), "dma_error": In(DMA_ERROR_WIDTH),
+    }
+
+
 def _check_int(name, value, low, high):
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ValueError(f"{name} must be an integer from {low} to {high}, not {value!r}")

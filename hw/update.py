@@ -17,8 +17,7 @@ from fp8train.hw.arith.add import add_codes
 from fp8train.hw.arith.convert import MAX_RBITS, convert_code
 from fp8train.hw.arith.lfsr import lfsr_draw
 from fp8train.hw.arith.mul_round import mul_round_codes
-from fp8train.hw.bus.dma import command_layout
-from fp8train.hw.engine import DMA_ERROR_WIDTH, done_layout, exec_layout
+from fp8train.hw.engine import BEAT, exec_layout, executor_members
 from fp8train.protocol import ALIGN, FLAG_OUT_SHIFT, MAX_UPDATE_COUNT, ErrorCode, Flag, OutFormat
 from fp8train.sim.golden.device import OUT_FORMATS
 from fp8train.sim.golden.lfsr import (OUTPUT_FALLBACK_STATE, STATE_BITS, STATE_MASK, col_key, output_state,
@@ -27,7 +26,6 @@ from fp8train.sim.golden.update import LANES, SCALE_RANGE
 
 __all__ = ["UpdateUnit", "UpdateExecutor", "update_in_layout", "update_out_layout", "LATENCY"]
 
-BEAT = ALIGN * 8                                   # DMA data width
 ELEM = FP16_169.width
 SIGN = 1 << (ELEM - 1)
 SCALE_BITS = (SCALE_RANGE[1] - SCALE_RANGE[0]).bit_length()
@@ -252,16 +250,8 @@ class UpdateExecutor(wiring.Component):
             raise ValueError(f"length_width must hold a block's {2 * block} bytes, not {length_width!r}")
         self.block, self.addr_width, self.length_width = block, addr_width, length_width
         self.unit = UpdateUnit(rbits=rbits)
-        command = stream.Signature(command_layout(addr_width, length_width))
         super().__init__({
-            "cmd": In(stream.Signature(exec_layout(addr_width))),
-            "done": Out(stream.Signature(done_layout())),
-            "abort": In(1),
-            "dma_rd_cmd": Out(command),
-            "dma_rd_data": In(stream.Signature(data.StructLayout({"data": BEAT, "last": 1}))),
-            "dma_wr_cmd": Out(command),
-            "dma_wr_data": Out(stream.Signature(data.StructLayout({"data": BEAT, "strb": BEAT // 8}))),
-            "dma_rd_done": In(1), "dma_wr_done": In(1), "dma_error": In(DMA_ERROR_WIDTH),
+            **executor_members(addr_width, length_width),
         })
 
     def elaborate(self, platform):
