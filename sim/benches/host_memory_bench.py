@@ -27,17 +27,12 @@ class HostMemoryTB:
         dut._log.info("seed %d", self.seed)
 
     async def start(self):
-        """Reset, then attach the masters. Before the reset the FSM takes one step: under Icarus the
-        outputs decoded from the FSM state alone stay X until the state first changes."""
+        """Reset, then attach the masters."""
         dut = self.dut
         for port in ("dev", "host"):
             for signal in ("awvalid", "wvalid", "bready", "arvalid", "rready"):
                 getattr(dut, f"{port}_{signal}").value = 0
-        dut.rst.value = 0
-        dut.dev_arvalid.value = 1
         start_clock(dut)
-        await RisingEdge(dut.clk)
-        dut.dev_arvalid.value = 0
         await reset(dut)
         self.dev = AxiMaster(AxiBus.from_prefix(dut, "dev"), dut.clk, dut.rst)
         self.host = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "host"), dut.clk, dut.rst)

@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,20 @@ __all__ = ["SIMULATORS", "TIMESCALE", "BuildError", "locked", "cached_build", "s
 
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")
+
+
+#: Icarus does not run an ``always @*`` block until one of its inputs changes. Yosys reads a dummy
+#: register in every such block to start it at time zero, but declares it ``= 0``, which Icarus applies
+#: before any process waits, so a block whose real inputs keep their initial values (e.g. a decoded
+#: FSM output while the FSM sits in its first state) leaves its outputs X. Assigning the register
+#: with ``#0`` instead happens after every ``always`` block waits on it. (``always_comb`` would be the
+#: other fix, but Icarus 11 supports it only in part: it warns on constant part-selects, and the
+#: accelerator built that way hung.)
+_START_REG = re.compile(r"reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;")
+
+
+def _for_simulator(text: str, sim: str) -> str:
+    return _START_REG.sub(r"reg \1;\n  initial #0 \1 = 1'h0;", text) if sim == "icarus" else text
 
 
 class BuildError(RuntimeError):
@@ -63,6 +78,7 @@ def cached_build(name: str, sources: dict[str, str], toplevel: str, *, sim: str,
     configure()
     tools = [metadata.version(package) for package in ("cocotb", "verilator")]
     parameters = dict(parameters or {})
+    sources = {filename: _for_simulator(text, sim) for filename, text in sources.items()}
     key = hashlib.sha256(json.dumps([sorted(sources.items()), toplevel, sim, build_args, sorted(parameters.items()),
                                      waves, tools])
                          .encode()).hexdigest()[:12]

@@ -8,8 +8,7 @@ socket ends the test, and with it the simulation.
 
 - Registers: a minimal AXI4-Lite master on the wrapper's ``s_axil_*`` ports. It drives just after a
   rising edge and samples handshakes in the ``ReadOnly`` phase before the next one, so it is correct
-  under Verilator and Icarus alike. An X on a ``valid``/``ready`` counts as low: under Icarus,
-  Yosys-written ``always @*`` blocks leave a decoded output X until their inputs first change; a transaction with no response after :data:`CSR_TIMEOUT_CYCLES`
+  under Verilator and Icarus alike. A transaction with no response after :data:`CSR_TIMEOUT_CYCLES`
   fails the request.
 - Memory: backdoor into ``ram.mem`` without simulated time. Transfers of up to
   ``$FP8TRAIN_LINK_VPI_WORDS`` words use cached per-word VPI handles; larger ones go through a hex file
