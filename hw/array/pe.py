@@ -19,7 +19,7 @@ from ..arith.layouts import fp_layout
 from ..arith.lfsr import lfsr_draw
 from ..arith.mul import check_exact_product, mul_codes
 
-__all__ = ["ProcessingElement", "CONTROL", "row_layout", "col_layout", "check_rbits"]
+__all__ = ["PipelinedPE", "ProcessingElement", "CONTROL", "row_layout", "col_layout", "check_rbits"]
 
 #: The flags of one beat, travelling with it through the grid (down column 0, then along each row).
 #: ``chunk_end`` (the beat ends a chunk: the array's chunk counter or ``last``) and the rounding
@@ -46,7 +46,90 @@ def check_rbits(rbits) -> None:
         raise ValueError(f"rbits must be an integer from 1 to 14, not {rbits!r}")
 
 
-class ProcessingElement(wiring.Component):
+class PipelinedPE(wiring.Component):
+    """The pipeline shared by :class:`ProcessingElement` and the FP32 comparison PE
+    (:class:`~fp8train.hw.reference.pe.ReferencePE`): input registers, LFSR lane, chunk and total
+    accumulators, drain register. A subclass says how a beat's product is formed (:meth:`_product`)
+    and which formats it accepts; ``in_fmt`` and ``acc_fmt`` are checked to be formats here.
+    """
+
+    def __init__(self, *, in_fmt: FloatFormat, acc_fmt: FloatFormat, rbits: int):
+        for label, fmt in (("in_fmt", in_fmt), ("acc_fmt", acc_fmt)):
+            if not isinstance(fmt, FloatFormat):
+                raise TypeError(f"{label} must be a FloatFormat, not {fmt!r}")
+        check_rbits(rbits)
+        self._in_fmt, self._acc_fmt, self._rbits = in_fmt, acc_fmt, rbits
+        drain = stream.Signature(acc_fmt.width, always_ready=True)
+        super().__init__({
+            "west": In(row_layout(in_fmt)), "east": Out(row_layout(in_fmt)),
+            "north": In(col_layout(in_fmt)), "south": Out(col_layout(in_fmt)),
+            "ctl_in": In(CONTROL), "ctl_out": Out(CONTROL),
+            "drain_in": In(drain), "drain_out": Out(drain),
+        })
+
+    def _product(self, m: Module, a, b, beat):
+        """The ``acc_fmt`` code of ``a * b`` (operand codes in the input registers; ``beat`` their flags)."""
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        acc_fmt, rbits = self._acc_fmt, self._rbits
+
+        # Input registers: the beat in this PE, and what the neighbours see next cycle.
+        beat = self.ctl_out
+        m.d.sync += [beat.eq(self.ctl_in), self.east.a.eq(self.west.a), self.south.b.eq(self.north.b)]
+        with m.If(self.ctl_in.valid & self.ctl_in.first):
+            m.d.sync += [self.east.key.eq(self.west.key), self.south.key.eq(self.north.key)]
+
+        # Stage 1: the product and this beat's random bits.
+        product = self._product(m, self.east.a, self.south.b, beat)
+        mixed = self.east.key ^ self.south.key
+        lane = Signal(STATE_BITS, init=OUTPUT_FALLBACK_STATE, name="lane")
+        current = Signal(STATE_BITS, name="lane_current")
+        m.d.comb += current.eq(Mux(beat.first, Mux(mixed.any(), mixed, Const(OUTPUT_FALLBACK_STATE)), lane))
+        drawn, advanced = lfsr_draw(current, 2 * rbits)
+        with m.If(beat.valid):
+            m.d.sync += lane.eq(advanced)
+        p_valid, p_code, p_rand = Signal(), Signal(acc_fmt.width), Signal(2 * rbits)
+        p_beat = Signal(CONTROL)
+        m.d.sync += [p_valid.eq(beat.valid), p_code.eq(product), p_rand.eq(drawn), p_beat.eq(beat)]
+
+        # Stage 2: chunk accumulation; the loop restarts from +0 after a chunk ends and on a tile's
+        # first beat (so a tile abandoned before its last beat leaves nothing behind).
+        chunk_acc, chunk_restart = Signal(acc_fmt.width), Signal(init=1)
+        chunk_sum = add_codes(m, acc_fmt, Mux(chunk_restart | p_beat.first, 0, chunk_acc), p_code,
+                              stochastic=p_beat.stochastic, rand=p_rand[:rbits],
+                              saturate=p_beat.saturate, name="chunk_add")
+        in_first_chunk = Signal()              # the chunk in progress began with the tile's first beat
+        first_chunk = Signal()
+        m.d.comb += first_chunk.eq(p_beat.first | (in_first_chunk & ~chunk_restart))
+        c_valid, c_code, c_rand, c_beat = Signal(), Signal(acc_fmt.width), Signal(rbits), Signal(CONTROL)
+        c_first_chunk = Signal()
+        m.d.sync += [c_valid.eq(p_valid & p_beat.chunk_end), c_code.eq(chunk_sum),
+                     c_rand.eq(p_rand[rbits:]), c_beat.eq(p_beat), c_first_chunk.eq(first_chunk)]
+        with m.If(p_valid):
+            m.d.sync += [chunk_acc.eq(chunk_sum), chunk_restart.eq(p_beat.chunk_end),
+                         in_first_chunk.eq(first_chunk)]
+
+        # Stage 3: the total, one addition per chunk, restarting with the tile's first chunk; the dot
+        # product's last chunk completes it.
+        total, total_restart = Signal(acc_fmt.width), Signal(init=1)
+        new_total = add_codes(m, acc_fmt, Mux(total_restart | c_first_chunk, 0, total), c_code,
+                              stochastic=c_beat.stochastic, rand=c_rand, saturate=c_beat.saturate,
+                              name="total_add")
+        with m.If(c_valid):
+            m.d.sync += [total.eq(new_total), total_restart.eq(c_beat.last)]
+
+        # Drain: a completed total enters; otherwise the east neighbour's register moves in.
+        with m.If(c_valid & c_beat.last):
+            m.d.sync += [self.drain_out.payload.eq(new_total), self.drain_out.valid.eq(1)]
+        with m.Else():
+            m.d.sync += [self.drain_out.payload.eq(self.drain_in.payload),
+                         self.drain_out.valid.eq(self.drain_in.valid)]
+        return m
+
+
+class ProcessingElement(PipelinedPE):
     """One output of the systolic array: exact product, chunk accumulator, total, drain register.
 
     Pipeline (a beat held in the PE's input registers in cycle ``t``):
@@ -99,73 +182,9 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, in_fmt: FloatFormat = E5M2, acc_fmt: FloatFormat = FP16_169, rbits: int = 8):
-        for label, fmt in (("in_fmt", in_fmt), ("acc_fmt", acc_fmt)):
-            if not isinstance(fmt, FloatFormat):
-                raise TypeError(f"{label} must be a FloatFormat, not {fmt!r}")
+        super().__init__(in_fmt=in_fmt, acc_fmt=acc_fmt, rbits=rbits)
         check_exact_product(in_fmt, in_fmt, acc_fmt)
-        check_rbits(rbits)
-        self._in_fmt, self._acc_fmt, self._rbits = in_fmt, acc_fmt, rbits
-        drain = stream.Signature(acc_fmt.width, always_ready=True)
-        super().__init__({
-            "west": In(row_layout(in_fmt)), "east": Out(row_layout(in_fmt)),
-            "north": In(col_layout(in_fmt)), "south": Out(col_layout(in_fmt)),
-            "ctl_in": In(CONTROL), "ctl_out": Out(CONTROL),
-            "drain_in": In(drain), "drain_out": Out(drain),
-        })
 
-    def elaborate(self, platform):
-        m = Module()
-        in_fmt, acc_fmt, rbits = self._in_fmt, self._acc_fmt, self._rbits
-
-        # Input registers: the beat in this PE, and what the neighbours see next cycle.
-        beat = self.ctl_out
-        m.d.sync += [beat.eq(self.ctl_in), self.east.a.eq(self.west.a), self.south.b.eq(self.north.b)]
-        with m.If(self.ctl_in.valid & self.ctl_in.first):
-            m.d.sync += [self.east.key.eq(self.west.key), self.south.key.eq(self.north.key)]
-
-        # Stage 1: the exact product and this beat's random bits.
-        product = mul_codes(m, in_fmt, in_fmt, acc_fmt, self.east.a, self.south.b, name="product")
-        mixed = self.east.key ^ self.south.key
-        lane = Signal(STATE_BITS, init=OUTPUT_FALLBACK_STATE, name="lane")
-        current = Signal(STATE_BITS, name="lane_current")
-        m.d.comb += current.eq(Mux(beat.first, Mux(mixed.any(), mixed, Const(OUTPUT_FALLBACK_STATE)), lane))
-        drawn, advanced = lfsr_draw(current, 2 * rbits)
-        with m.If(beat.valid):
-            m.d.sync += lane.eq(advanced)
-        p_valid, p_code, p_rand = Signal(), Signal(acc_fmt.width), Signal(2 * rbits)
-        p_beat = Signal(CONTROL)
-        m.d.sync += [p_valid.eq(beat.valid), p_code.eq(product), p_rand.eq(drawn), p_beat.eq(beat)]
-
-        # Stage 2: chunk accumulation; the loop restarts from +0 after a chunk ends and on a tile's
-        # first beat (so a tile abandoned before its last beat leaves nothing behind).
-        chunk_acc, chunk_restart = Signal(acc_fmt.width), Signal(init=1)
-        chunk_sum = add_codes(m, acc_fmt, Mux(chunk_restart | p_beat.first, 0, chunk_acc), p_code,
-                              stochastic=p_beat.stochastic, rand=p_rand[:rbits],
-                              saturate=p_beat.saturate, name="chunk_add")
-        in_first_chunk = Signal()              # the chunk in progress began with the tile's first beat
-        first_chunk = Signal()
-        m.d.comb += first_chunk.eq(p_beat.first | (in_first_chunk & ~chunk_restart))
-        c_valid, c_code, c_rand, c_beat = Signal(), Signal(acc_fmt.width), Signal(rbits), Signal(CONTROL)
-        c_first_chunk = Signal()
-        m.d.sync += [c_valid.eq(p_valid & p_beat.chunk_end), c_code.eq(chunk_sum),
-                     c_rand.eq(p_rand[rbits:]), c_beat.eq(p_beat), c_first_chunk.eq(first_chunk)]
-        with m.If(p_valid):
-            m.d.sync += [chunk_acc.eq(chunk_sum), chunk_restart.eq(p_beat.chunk_end),
-                         in_first_chunk.eq(first_chunk)]
-
-        # Stage 3: the total, one addition per chunk, restarting with the tile's first chunk; the dot
-        # product's last chunk completes it.
-        total, total_restart = Signal(acc_fmt.width), Signal(init=1)
-        new_total = add_codes(m, acc_fmt, Mux(total_restart | c_first_chunk, 0, total), c_code,
-                              stochastic=c_beat.stochastic, rand=c_rand, saturate=c_beat.saturate,
-                              name="total_add")
-        with m.If(c_valid):
-            m.d.sync += [total.eq(new_total), total_restart.eq(c_beat.last)]
-
-        # Drain: a completed total enters; otherwise the east neighbour's register moves in.
-        with m.If(c_valid & c_beat.last):
-            m.d.sync += [self.drain_out.payload.eq(new_total), self.drain_out.valid.eq(1)]
-        with m.Else():
-            m.d.sync += [self.drain_out.payload.eq(self.drain_in.payload),
-                         self.drain_out.valid.eq(self.drain_in.valid)]
-        return m
+    def _product(self, m, a, b, beat):
+        """Exact: ``acc_fmt`` holds every product of two ``in_fmt`` values."""
+        return mul_codes(m, self._in_fmt, self._in_fmt, self._acc_fmt, a, b, name="product")
