@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...toolchain import build_path
+from . import save_figure
 from ..train import SCHEDULES, VARIANTS, Hyper, train
 
 __all__ = ["run", "table", "plot", "main"]
@@ -91,14 +92,7 @@ def plot(results: dict, out: Path, title: str = "") -> Path:
     for ax in (ax_loss, ax_acc):
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, title)
 
 
 def main(argv=None) -> int:

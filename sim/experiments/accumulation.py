@@ -32,6 +32,7 @@ import numpy as np
 
 from ...formats import E5M2, FP16_169, FP32
 from ...toolchain import build_path
+from . import save_figure
 from ..golden.arith import chunk_dot
 from ..golden.lfsr import LfsrBank
 
@@ -182,14 +183,7 @@ def plot(rows, out: Path, *, chunk=64, rbits=8, title="", floor=1e-9) -> Path:
     ax_sum.set_ylabel("mean sum")
     ax_sum.grid(True, which="both", alpha=0.3)
     ax_sum.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, title)
 
 
 def main(argv=None) -> int:

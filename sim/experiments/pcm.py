@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...toolchain import build_path
+from . import save_figure
 from ..golden.pcm import PcmMatrix, PcmTile
 
 __all__ = ["TIMES", "train_mlp", "run", "rtl_check", "table", "plot", "main"]
@@ -200,12 +201,7 @@ def plot(result, out: Path, *, title: str = "") -> Path:
         ax.set_ylabel(unit)
     ax_acc.axhline(result["fp32"] * 100, color="grey", linestyle="--", label="FP32")
     ax_acc.legend()
-    fig.suptitle(title, fontsize=9)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, title)
 
 
 def main(argv=None) -> int:
