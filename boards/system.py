@@ -3,12 +3,10 @@ memory, and the host bridge's attachment point (DESIGN.md §1, ``boards/``).
 
 The host reaches the device through :data:`HostBridgeSignature`: the accelerator's AXI4-Lite CSR
 port (``csr``), the on-chip memory's AXI4-Lite port (``mem``), the interrupt and the serial pins. The
-UART host bridge (issue 7, item 2) is a component with that signature; until it exists, board builds
-use :class:`ScanHost`, which keeps every host-side signal driven and observed so that synthesis keeps
-and measures the whole accelerator, but speaks no protocol.
+UART host bridge (:class:`~fp8train.boards.bridge.UartHostBridge`) is the component with that signature.
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -16,7 +14,7 @@ from fp8train.hw.bus.axi import AxiLiteSignature
 
 from .memory import HostMemory
 
-__all__ = ["HostBridgeSignature", "AcceleratorSystem", "ScanHost"]
+__all__ = ["HostBridgeSignature", "AcceleratorSystem"]
 
 CSR_ADDR_WIDTH = 12
 
@@ -68,27 +66,3 @@ class AcceleratorSystem(wiring.Component):
         m.d.comb += self.irq.eq(acc.irq)
         return m
 
-
-class ScanHost(wiring.Component):
-    """Build stand-in for the UART host bridge (same signature): every signal it drives on ``csr`` and
-    ``mem`` is a bit of a shift register clocked in from ``rx``, and everything it receives (and
-    ``irq``) is registered and XOR-reduced into ``tx``. Synthesis can then drop none of the
-    accelerator's logic, so resources and timing are those of a complete device. It is not a protocol:
-    a bitstream built with it computes nothing a host could ask for.
-    """
-
-    def __init__(self, *, mem_size: int):
-        super().__init__(HostBridgeSignature(mem_size))
-
-    def elaborate(self, platform):
-        m = Module()
-        driven, observed = [], [self.irq]
-        for bus in (self.csr, self.mem):
-            for path, member, value in bus.signature.flatten(bus):
-                (driven if member.flow == Out else observed).append(value)
-        chain = Signal(sum(len(v) for v in driven))
-        m.d.sync += chain.eq(Cat(self.rx, chain[:-1]))
-        m.d.comb += Cat(*driven).eq(chain)
-        seen = Signal(sum(len(v) for v in observed))
-        m.d.sync += [seen.eq(Cat(*observed)), self.tx.eq(seen.xor())]
-        return m

@@ -3,8 +3,9 @@
 
 Clock: the board oscillator through the PLL to ``freq_mhz`` (on the iCEBreaker below the PLL's 16 MHz
 floor: the 12 MHz clock divided by an integer, through a global buffer). Reset: the user button (or
-``PWR`` on the ULX3S) and PLL lock, synchronised. Host: a :data:`~fp8train.boards.system.HostBridgeSignature`
-component (``bridge``) on the FTDI UART pins; the interrupt also lights an LED.
+``PWR`` on the ULX3S) and PLL lock, synchronised. Host: the :class:`~fp8train.boards.bridge.UartHostBridge`
+(``bridge``) on the FTDI UART pins at ``baud`` (its divisor from the achieved clock, checked by
+:func:`~fp8train.boards.uart.baud_divisor`); the interrupt also lights an LED.
 """
 
 from dataclasses import dataclass, field
@@ -14,9 +15,15 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 
 from .pll import ecp5_instance, ecp5_pll, ice40_instance, ice40_pll
-from .system import AcceleratorSystem, ScanHost
+from .bridge import UartHostBridge
+from .system import AcceleratorSystem
+from .uart import baud_divisor
 
-__all__ = ["BoardConfig", "BOARDS", "BoardTop", "board_platform"]
+__all__ = ["BoardConfig", "BOARDS", "BoardTop", "board_platform", "BRIDGE_TIMEOUT_S"]
+
+#: The bridge's inter-byte timeout: USB serial adapters leave gaps of up to about a millisecond
+#: between the packets of one write (full-speed USB frames), which must not truncate a frame.
+BRIDGE_TIMEOUT_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,7 @@ class BoardConfig:
     max_chunk: int
     mem_size: int
     reset_button: tuple = ("button", 0)
+    baud: int = 115_200
     variants: dict = field(default_factory=dict)   # --device choice -> platform class
 
 
@@ -74,19 +82,18 @@ class BoardTop(Elaboratable):
     ----------
     config : BoardConfig
         The board; ``rows``/``cols``/... override its accelerator configuration.
-    bridge : callable, optional
-        ``bridge(mem_size=...)`` returns the host bridge (default :class:`ScanHost`).
     """
 
-    def __init__(self, config: BoardConfig, *, bridge=ScanHost, **overrides):
+    def __init__(self, config: BoardConfig, **overrides):
         if not isinstance(config, BoardConfig):
             raise TypeError(f"config must be a BoardConfig, not {config!r}")
-        unknown = set(overrides) - {"rows", "cols", "k_block", "max_chunk", "mem_size", "freq_mhz"}
+        unknown = set(overrides) - {"rows", "cols", "k_block", "max_chunk", "mem_size", "freq_mhz", "baud"}
         if unknown:
             raise TypeError(f"unknown board parameters {', '.join(sorted(unknown))}")
         values = {key: overrides.get(key, getattr(config, key))
                   for key in ("rows", "cols", "k_block", "max_chunk", "mem_size", "freq_mhz")}
         self.config, self.freq_mhz = config, values.pop("freq_mhz")
+        self.baud = overrides.get("baud", config.baud)
         if config.family == "ice40" and self.freq_mhz < 16:
             divider = round(12 / self.freq_mhz)
             if divider < 1 or abs(12 / divider - self.freq_mhz) > 1e-9:
@@ -99,7 +106,9 @@ class BoardTop(Elaboratable):
             self.pll, self.divider = ecp5_pll(25, self.freq_mhz), None
         self.achieved_mhz = self.pll.f_out if self.pll is not None else 12 / self.divider
         self.system = AcceleratorSystem(**values)
-        self.bridge = bridge(mem_size=values["mem_size"])
+        clock_hz = self.achieved_mhz * 1e6
+        self.bridge = UartHostBridge(mem_size=values["mem_size"], divisor=baud_divisor(clock_hz, self.baud),
+                                     timeout=round(clock_hz * BRIDGE_TIMEOUT_S))
 
     def elaborate(self, platform):
         m = Module()

@@ -9,12 +9,13 @@ writes one descriptor into the command ring, rings the doorbell and reads the re
 import numpy as np
 
 from .formats import E4M3, E5M2, FP16_169, FloatFormat
-from .protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, MAX_UPDATE_COUNT, STATUS_DONE, Ctrl,
-                       Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg)
+from .protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, MAX_DIM, MAX_UPDATE_COUNT,
+                       PCM_CONFIG_FIELDS, STATUS_DONE, Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat,
+                       Reg, unpack_pcm_config)
 
 __all__ = ["Device", "DeviceError", "BACKENDS"]
 
-BACKENDS = ("golden", "rtl")
+BACKENDS = ("golden", "rtl", "serial")
 OUTPUTS = {"fp16": (OutFormat.FP16_169, FP16_169), "e5m2": (OutFormat.E5M2, E5M2),
            "e4m3": (OutFormat.E4M3, E4M3)}
 ROUNDINGS = ("nearest", "stochastic")
@@ -59,29 +60,53 @@ class Device:
 
     Parameters
     ----------
-    backend : "golden" | "rtl"
-        Which implementation runs the commands: the register-level golden model, or the generated
+    backend : "golden" | "rtl" | "serial"
+        Which implementation runs the commands: the register-level golden model, the generated
         Verilog of :class:`~fp8train.hw.core.Accelerator` in a simulator (``$SIM``: Verilator by
-        default, or Icarus), built once and cached under ``build/``.
+        default, or Icarus), built once and cached under ``build/``, or a board over its UART
+        (:class:`~fp8train.serial.SerialLink`, ``port``).
     seed : int
         Base of the stochastic-rounding seeds: call ``n`` of the device uses ``seed + n``.
-    memory_bytes : int
-        Device memory for the operands of one call.
+    memory_bytes : int, optional
+        Device memory for the operands of one call (default 4 MiB; ``serial``: the board's memory).
     rows, cols : int
         Systolic array size of the ``rtl`` backend (results never depend on it).
+    port : str or SerialLink, optional
+        ``serial`` backend: the board's serial port (``"/dev/ttyUSB1"``), or an open
+        :class:`~fp8train.serial.SerialLink` (e.g. to a simulated board, ``fp8train.sim.driver.uart_sim``).
+    baud : int, optional
+        ``serial`` backend with a port name: the line rate (default :data:`fp8train.serial.DEFAULT_BAUD`).
+    pcm : PcmConfig, optional
+        The PCM tile (``fp8train.sim.golden.pcm.PcmConfig``) behind :attr:`pcm` of the ``golden`` and
+        ``rtl`` backends (the rtl accelerator is then a build of its own); None (the default): no tile.
+        The same ``pcm`` and ``seed`` give bit-identical ``pcm`` results on both. A board reports its
+        own tile (``CONFIG_PCM*``).
     """
 
-    def __init__(self, backend: str = "golden", *, seed: int = 0, memory_bytes: int = 1 << 22,
-                 rows: int = 4, cols: int = 4):
+    def __init__(self, backend: str = "golden", *, seed: int = 0, memory_bytes: int | None = None,
+                 rows: int = 4, cols: int = 4, pcm=None, port=None, baud: int | None = None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
+        if backend != "serial" and (port is not None or baud is not None):
+            raise ValueError(f"port and baud belong to the serial backend, not {backend!r}")
+        if backend == "serial" and pcm is not None:
+            raise ValueError("pcm belongs to the golden and rtl backends; a board reports its own PCM tile")
+        if backend == "serial":
+            self.link = _serial_link(port, baud)
+            if memory_bytes is None:
+                memory_bytes = self.link.mem_size
+            elif memory_bytes > self.link.mem_size:
+                raise ValueError(f"memory_bytes {memory_bytes} exceeds the board's {self.link.mem_size}")
+        elif memory_bytes is None:
+            memory_bytes = 1 << 22
         if backend == "golden":
             from .sim.golden.device import DeviceConfig, GoldenDevice
-            self.link = GoldenDevice(memory_bytes, DeviceConfig())
-        else:
+            self.link = GoldenDevice(memory_bytes, DeviceConfig(pcm=pcm))
+        elif backend == "rtl":
             from .hw.core import Accelerator
             from .sim.driver.rtl import RtlLink
-            self.link = RtlLink.from_component(Accelerator(rows=rows, cols=cols), f"accelerator_{rows}x{cols}",
+            name = f"accelerator_{rows}x{cols}" + ("" if pcm is None else f"_pcm{pcm.rows}x{pcm.cols}")
+            self.link = RtlLink.from_component(Accelerator(rows=rows, cols=cols, pcm=pcm), name,
                                                ram_bytes=memory_bytes)
         self.memory_bytes = memory_bytes
         self.seed = seed
@@ -93,6 +118,10 @@ class Device:
         config = self.link.read_csr(Reg.CONFIG_ARRAY)
         self.rows, self.cols, self.rbits = config & 0xFF, (config >> 8) & 0xFF, (config >> 16) & 0xFF
         self.max_chunk = self.link.read_csr(Reg.CONFIG_LIMITS) & 0xFFFF
+        self.pcm_config = unpack_pcm_config({reg: self.link.read_csr(reg) for reg in PCM_CONFIG_FIELDS})
+        if self.pcm_config is not None:
+            from .sim.golden.pcm import PcmConfig
+            self.pcm_config = PcmConfig(**self.pcm_config)
         self._head = 0
         self._ring = 0
         self.link.write_csr(Reg.RING_BASE, self._ring)
@@ -115,18 +144,19 @@ class Device:
 
     @property
     def pcm(self):
-        """The PCM tile emulator (DESIGN.md §6): ``program(weights)``, ``mvm(x)``, ``advance(seconds)``.
+        """The device's PCM tile (DESIGN.md §6): ``program(weights)``, ``mvm(x)``, ``advance(seconds)``.
 
-        Golden backend only for now: the rtl tile (``fp8train.hw.pcm``) is checked bit-exact by its own
-        cocotb bench until its PCM_* opcodes join the command ring.
+        Real-valued matrices of at most the tile's rows x cols, mapped as
+        :class:`~fp8train.sim.golden.pcm.PcmMatrix` does (one weight scale, per-vector DAC scaling, the
+        ADC shift, global drift compensation from a reference read of one-hot PCM_MVMs) onto the tile
+        through PCM_PROGRAM / PCM_MVM / PCM_TIME descriptors; programming ``n`` uses seed ``seed + n``.
         """
-        if self.backend != "golden":
-            raise NotImplementedError(
-                f"Device({self.backend!r}).pcm: the PCM_PROGRAM/PCM_MVM/PCM_TIME opcodes are not on the "
-                "command ring yet; the PCM tile RTL runs through its own bench (tests/test_pcm_rtl.py)")
+        if self.pcm_config is None:
+            raise RuntimeError(f"Device({self.backend!r}) has no PCM tile: give it one with "
+                               "Device(..., pcm=PcmConfig(rows=..., cols=...))")
         if self._pcm is None:
             from .sim.golden.pcm import PcmAccessor
-            self._pcm = PcmAccessor(self.seed)
+            self._pcm = PcmAccessor(self.seed, _PcmTile(self))
         return self._pcm
 
     def matmul(self, a, b, *, out="fp16", rounding="nearest", chunk=64, relu=False, trans_a=False,
@@ -261,6 +291,71 @@ class Device:
         code = ErrorCode(status & 0xFF)
         if code != ErrorCode.OK:
             raise DeviceError(code)
+
+
+class _PcmTile:
+    """The device's PCM tile with the interface of the golden ``PcmTile`` that ``PcmMatrix`` uses: every
+    call is PCM_* descriptors, so the golden device and the RTL compute it."""
+
+    def __init__(self, device: Device):
+        self.device, self.config, self.step = device, device.pcm_config, 0
+
+    def _timeout(self, vectors: int) -> int:
+        c = self.config
+        return TIMEOUT_CYCLES_FIXED + TIMEOUT_CYCLES_PER_UNIT * vectors * (c.rows + 2) * c.cols * c.slices
+
+    def program(self, weights, seed: int) -> None:
+        """PCM_PROGRAM of the integer weight codes (``rows x cols``)."""
+        c, w = self.config, np.asarray(weights)
+        if w.shape != (c.rows, c.cols):
+            raise ValueError(f"weights must have shape {(c.rows, c.cols)}, not {w.shape}")
+        buffers = _Allocator(RING_SLOTS * DESCRIPTOR_BYTES, self.device.memory_bytes)
+        addr, stride = buffers.matrix(self.device.link, w.astype("<i2"))
+        self.device.submit(Descriptor(opcode=Opcode.PCM_PROGRAM, m=c.rows, n=c.cols, seed=int(seed),
+                                      addr_a=addr, stride_a=stride), timeout_cycles=self._timeout(c.rows))
+        self.step = 0
+
+    def mvm(self, x, adc_shift: int) -> np.ndarray:
+        """PCM_MVMs of the DAC codes ``x`` (``batch x rows``), as many vectors per descriptor as fit the
+        device memory; int64 outputs ``batch x cols``."""
+        c, x = self.config, np.atleast_2d(np.asarray(x))
+        start = RING_SLOTS * DESCRIPTOR_BYTES
+        per_vector = _round_up(2 * c.rows) + _round_up(4 * c.cols)
+        step = max(1, min(MAX_DIM, (self.device.memory_bytes - start) // per_vector))
+        outputs = [np.zeros((0, c.cols), dtype="<i4")]
+        for first in range(0, len(x), step):
+            part = x[first:first + step]
+            buffers = _Allocator(start, self.device.memory_bytes)
+            addr_a, stride_a = buffers.matrix(self.device.link, part.astype("<i2"))
+            stride_d = _round_up(4 * c.cols)
+            addr_d = buffers.take(len(part) * stride_d)
+            self.device.submit(Descriptor(opcode=Opcode.PCM_MVM, m=len(part), n=c.cols, k=c.rows,
+                                          chunk=int(adc_shift), addr_a=addr_a, stride_a=stride_a, addr_d=addr_d,
+                                          stride_d=stride_d), timeout_cycles=self._timeout(len(part)))
+            raw = np.frombuffer(self.device.link.read_mem(addr_d, len(part) * stride_d), dtype=np.uint8)
+            outputs.append(raw.reshape(len(part), stride_d)[:, :4 * c.cols].copy().view("<i4"))
+        return np.concatenate(outputs).astype(np.int64)
+
+    def set_step(self, k: int) -> None:
+        """PCM_TIME: the tile is now at time step ``k`` after programming."""
+        self.device.submit(Descriptor(opcode=Opcode.PCM_TIME, k=int(k)), timeout_cycles=self._timeout(0))
+        self.step = int(k)
+
+    def advance(self, seconds: float) -> None:
+        """Move the time since programming forward by ``seconds`` (to the nearest time step)."""
+        self.set_step(self.config.step_of_time(float(self.config.time_of_step(self.step)) + seconds))
+
+
+def _serial_link(port, baud):
+    """The ``serial`` backend's link: ``port`` opened at ``baud``, or ``port`` itself if already a link."""
+    from .serial import DEFAULT_BAUD, SerialLink
+    if isinstance(port, SerialLink):
+        if baud is not None:
+            raise ValueError("baud applies to a port name, not to an open SerialLink")
+        return port
+    if not isinstance(port, str):
+        raise ValueError(f"the serial backend needs port, a serial device name or a SerialLink, not {port!r}")
+    return SerialLink.open(port, baud=DEFAULT_BAUD if baud is None else baud)
 
 
 class _Allocator:

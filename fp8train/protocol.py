@@ -18,7 +18,8 @@ from dataclasses import dataclass, fields
 
 __all__ = ["DEVICE_ID", "VERSION", "Reg", "Ctrl", "Status", "Irq", "Opcode", "Flag", "OutFormat",
            "ErrorCode", "Descriptor", "DESCRIPTOR_BYTES", "STATUS_DONE", "ALIGN", "MAX_DIM", "GEMM_FLAGS",
-           "UPDATE_FLAGS", "FLAGS_DEFINED", "MAX_UPDATE_COUNT"]
+           "UPDATE_FLAGS", "FLAGS_DEFINED", "MAX_UPDATE_COUNT", "PCM_OPCODES", "PCM_CONFIG_FIELDS",
+           "pack_pcm_config", "unpack_pcm_config"]
 
 DEVICE_ID = 0xF8A7_0001
 VERSION = 0x0001_0000            # major << 16 | minor
@@ -55,6 +56,9 @@ class Reg(enum.IntEnum):
     PERF_DMA_STALL = 0x090
     PERF_DONE = 0x098       # RO  32-bit count of completed descriptors
     PERF_CLEAR = 0x09C      # WO  any write clears the counters
+    CONFIG_PCM = 0x0C0      # RO  PCM tile: rows | cols << 12 | slices << 24 (0: no tile); PCM_CONFIG_FIELDS
+    CONFIG_PCM_BITS = 0x0C4     # RO  the tile's converter, conductance, drift and time widths
+    CONFIG_PCM_NOISE = 0x0C8    # RO  the tile's Gaussian and drift-table parameters
 
 
 class Ctrl(enum.IntFlag):
@@ -76,7 +80,7 @@ class Opcode(enum.IntEnum):
     FENCE = 0x00            # completes when every earlier descriptor has
     GEMM = 0x01
     UPDATE = 0x02           # SGD step on FP16_169 master weights (sim/golden/update.py)
-    PCM_PROGRAM = 0x10      # reserved for the PCM tile
+    PCM_PROGRAM = 0x10      # the PCM tile (DESIGN.md §6), when the device has one (CONFIG_PCM != 0)
     PCM_MVM = 0x11
     PCM_TIME = 0x12
 
@@ -107,6 +111,46 @@ FLAGS_DEFINED = GEMM_FLAGS | UPDATE_FLAGS
 MAX_UPDATE_COUNT = (1 << 24) - 1
 
 
+#: The PCM tile's commands (no flags; see :class:`Descriptor`).
+PCM_OPCODES = frozenset({Opcode.PCM_PROGRAM, Opcode.PCM_MVM, Opcode.PCM_TIME})
+
+#: The PCM tile's ``PcmConfig`` fields in the CONFIG_PCM* registers: (name, bits) from bit 0 up.
+PCM_CONFIG_FIELDS = {
+    Reg.CONFIG_PCM: (("rows", 12), ("cols", 12), ("slices", 8)),
+    Reg.CONFIG_PCM_BITS: (("dac_bits", 5), ("adc_bits", 5), ("g_bits", 5), ("nu_bits", 5), ("nu_frac", 5),
+                          ("time_bits", 5)),
+    Reg.CONFIG_PCM_NOISE: (("gauss_terms", 5), ("gauss_bits", 5), ("steps_log2", 5), ("drift_lut_bits", 5)),
+}
+
+
+def pack_pcm_config(values: dict | None) -> dict:
+    """The CONFIG_PCM* register values of a tile's ``PcmConfig`` fields (all 0 without a tile)."""
+    words = {}
+    for reg, layout in PCM_CONFIG_FIELDS.items():
+        word, shift = 0, 0
+        for name, bits in layout:
+            value = 0 if values is None else values[name]
+            if not 0 <= value < 1 << bits:
+                raise ValueError(f"PCM tile {name} {value} does not fit its {bits}-bit register field")
+            word |= value << shift
+            shift += bits
+        words[reg] = word
+    return words
+
+
+def unpack_pcm_config(words: dict) -> dict | None:
+    """The ``PcmConfig`` fields in CONFIG_PCM* register values, or None when the device has no tile."""
+    if words[Reg.CONFIG_PCM] == 0:
+        return None
+    values = {}
+    for reg, layout in PCM_CONFIG_FIELDS.items():
+        shift = 0
+        for name, bits in layout:
+            values[name] = (words[reg] >> shift) & ((1 << bits) - 1)
+            shift += bits
+    return values
+
+
 class OutFormat(enum.IntEnum):
     FP16_169 = 0
     E5M2 = 1
@@ -116,12 +160,14 @@ class OutFormat(enum.IntEnum):
 class ErrorCode(enum.IntEnum):
     OK = 0x00
     BAD_OPCODE = 0x01
-    BAD_DIMENSION = 0x02    # M, N or K zero or above the device's limit
+    BAD_DIMENSION = 0x02    # M, N or K zero or above the device's limit; PCM: not the tile's size or range
     MISALIGNED = 0x03       # an address or stride not a multiple of ALIGN, or a stride too short
     RESERVED_BITS = 0x04    # reserved flag bits or reserved words not zero
     BAD_CHUNK = 0x05        # chunk above the device's max_chunk
     OUT_OF_WINDOW = 0x06    # a buffer outside the DMA window (refused before any bus transaction)
     BAD_FORMAT = 0x07       # OutFormat value 3
+    BAD_OPERAND = 0x08      # PCM: a weight or DAC code in memory beyond the tile's range
+    NOT_PROGRAMMED = 0x09   # PCM_MVM or PCM_TIME before a PCM_PROGRAM completed (or after one failed)
     READ_ERROR = 0x10       # SLVERR/DECERR on a read beat
     WRITE_ERROR = 0x11      # SLVERR/DECERR on a write response
     ABORTED = 0x20          # CTRL.ABORT during the command
@@ -138,6 +184,23 @@ class Descriptor:
     ``addr_a``/``addr_b``/``addr_c``/``addr_d`` hold w, g, the momentum buffer and the FP8 copy, the low
     halves of ``stride_a``/``stride_b``/``stride_c`` the FP16_169 codes of lr, momentum and weight decay,
     and ``scale`` the power of two applied to g.
+
+    The PCM commands (the device's tile of ``rows x cols`` weights, ``CONFIG_PCM``; DESIGN.md §6,
+    ``sim/golden/pcm.py``) take no flags; every field not named here must be 0 (RESERVED_BITS):
+
+    - PCM_PROGRAM: ``m = rows``, ``n = cols``, ``seed`` the programming seed; ``addr_a``/``stride_a``:
+      ``m`` rows of ``n`` little-endian int16 weight codes (``|w| <= 8^slices - 1``, else BAD_OPERAND).
+    - PCM_MVM: ``m`` input vectors (1 to MAX_DIM), ``k = rows``, ``n = cols``, ``chunk`` the ADC shift
+      (0 to the tile's accumulator width); ``addr_a``/``stride_a``: ``m`` rows of ``k`` int16 DAC codes
+      (``|x| <= 2^(dac_bits-1) - 1``, else BAD_OPERAND); ``addr_d``/``stride_d``: ``m`` rows of ``n``
+      little-endian int32 outputs. One read of the tile per vector, in row order.
+    - PCM_TIME: ``k`` the time step since programming (0 to ``2^time_bits - 1``).
+
+    Sizes must equal the tile's (BAD_DIMENSION): the host pads a smaller matrix with zero weights and
+    zero inputs (a device's noise depends only on its row and column, so the results are those of a tile
+    of the matrix's size). A PCM command that fails once it reached the tile (READ_ERROR, WRITE_ERROR,
+    ABORTED, BAD_OPERAND; the vectors before a bad one are computed and written) leaves the tile
+    unprogrammed: PCM_MVM and PCM_TIME then complete with NOT_PROGRAMMED until the next PCM_PROGRAM.
     """
     opcode: int = Opcode.FENCE
     flags: int = 0

@@ -1,9 +1,9 @@
 """The accelerator: command engine, tile controller, systolic array, operand scratchpads, output unit,
-lane key hashers and the weight-update executor (DESIGN.md §3-4). Its host interface is the engine's: ``s_axil``, ``m_axi``,
-``irq``."""
+lane key hashers, the weight-update executor and optionally the PCM tile's executor (DESIGN.md §3-4, §6).
+Its host interface is the engine's: ``s_axil``, ``m_axi``, ``irq``."""
 
 from amaranth.hdl import Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from fp8train.hw.arith.lane_keys import LaneKeyHasher
@@ -12,8 +12,12 @@ from fp8train.hw.array.scratch import OperandScratch
 from fp8train.hw.array.systolic import SystolicArray
 from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.controller import TileController
-from fp8train.hw.engine import BEAT, WORD, CommandEngine
+from fp8train.hw.engine import BEAT, WORD, CommandEngine, executor_members
+from fp8train.hw.pcm.executor import PcmExecutor
 from fp8train.hw.update import UpdateExecutor
+from fp8train.protocol import PCM_OPCODES, Opcode
+from fp8train.sim.golden.device import check_pcm_tile
+from fp8train.sim.golden.pcm import PcmConfig
 
 __all__ = ["Accelerator"]
 
@@ -33,6 +37,9 @@ class Accelerator(wiring.Component):
         k values per operand scratchpad block (a multiple of 8).
     a_slots : int
         Row tiles the A scratchpad holds per buffer (``TileController``'s A panel).
+    pcm : PcmConfig or None
+        The PCM tile behind PCM_PROGRAM / PCM_MVM / PCM_TIME (:class:`~fp8train.hw.pcm.executor.PcmExecutor`),
+        or None: no tile, the PCM opcodes complete BAD_OPCODE.
 
     Members
     -------
@@ -42,12 +49,15 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, rbits: int = 8, max_chunk: int = 4096, k_block: int = 256,
-                 a_slots: int = 4):
+                 a_slots: int = 4, pcm: PcmConfig | None = None):
         if isinstance(k_block, bool) or not isinstance(k_block, int) or k_block < 8 or k_block % 8:
             raise ValueError(f"k_block must be a positive multiple of 8, not {k_block!r}")
         self.rows, self.cols, self.rbits = rows, cols, rbits
         self.max_chunk, self.k_block, self.a_slots = max_chunk, k_block, a_slots
-        self.engine = CommandEngine(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk)
+        if pcm is not None:
+            check_pcm_tile(pcm)
+        self.pcm = pcm
+        self.engine = CommandEngine(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, pcm=pcm)
         self.controller = TileController(rows=rows, cols=cols, max_chunk=max_chunk, k_block=k_block,
                                          a_slots=a_slots,
                                          addr_width=self.engine.addr_width,
@@ -76,33 +86,52 @@ class Accelerator(wiring.Component):
         wiring.connect(m, engine.m_axi, wiring.flipped(self.m_axi))
         m.d.comb += self.irq.eq(engine.irq)
 
-        # Engine <-> executors: the tile controller (GEMM) and the update executor (UPDATE) take turns;
-        # the one named by the last exec_cmd owns the DMA ports and answers exec_done.
+        # Engine <-> executors, each owning a set of opcodes: the one named by the last exec_cmd owns the
+        # DMA ports and answers exec_done; abort goes to all (an idle executor ignores it).
         m.d.comb += engine.mac_active.eq(ctl.mac_active)
-        executors = (ctl, update)
-        to_update = Signal()
-        with m.If(engine.exec_cmd.valid & engine.exec_cmd.ready):
-            m.d.sync += to_update.eq(engine.exec_cmd.p.update)
+        executors = [(ctl, {Opcode.GEMM}), (update, {Opcode.UPDATE})]
+        if self.pcm is not None:
+            m.submodules.pcm = pcm = PcmExecutor(self.pcm, addr_width=self.engine.addr_width,
+                                                 length_width=self.engine.dma.length_width)
+            executors.append((pcm, PCM_OPCODES))
         cmd = engine.exec_cmd
-        m.d.comb += [ctl.cmd.p.eq(cmd.p), update.cmd.p.eq(cmd.p),
-                     ctl.cmd.valid.eq(cmd.valid & ~cmd.p.update), update.cmd.valid.eq(cmd.valid & cmd.p.update),
-                     cmd.ready.eq(Mux(cmd.p.update, update.cmd.ready, ctl.cmd.ready))]
-        for name in ("done", "dma_rd_cmd", "dma_wr_cmd", "dma_wr_data"):            # executor -> engine
-            source = Mux(to_update, getattr(update, name).p.as_value(), getattr(ctl, name).p.as_value())
-            sink = engine.exec_done if name == "done" else getattr(engine, f"exec_{name}")
-            m.d.comb += [sink.p.eq(source),
-                         sink.valid.eq(Mux(to_update, getattr(update, name).valid, getattr(ctl, name).valid))]
-            for index, executor in enumerate(executors):
-                m.d.comb += getattr(executor, name).ready.eq(sink.ready & (to_update == index))
-        rd_data = engine.exec_dma_rd_data
-        m.d.comb += rd_data.ready.eq(Mux(to_update, update.dma_rd_data.ready, ctl.dma_rd_data.ready))
-        for index, executor in enumerate(executors):
-            m.d.comb += [executor.dma_rd_data.p.eq(rd_data.p),
-                         executor.dma_rd_data.valid.eq(rd_data.valid & (to_update == index)),
-                         executor.dma_rd_done.eq(engine.exec_dma_rd_done & (to_update == index)),
-                         executor.dma_wr_done.eq(engine.exec_dma_wr_done & (to_update == index)),
-                         executor.dma_error.eq(Mux(to_update == index, engine.exec_dma_error, 0)),
-                         executor.abort.eq(engine.abort)]
+        picks = []
+        for index, (executor, opcodes) in enumerate(executors):
+            pick = Signal(name=f"pick_{index}")
+            m.d.comb += pick.eq(sum(cmd.p.opcode == op for op in opcodes) != 0)
+            picks.append(pick)
+        owner = Signal(range(len(executors)))
+        ready = 0
+        for index, ((executor, _), pick) in enumerate(zip(executors, picks)):
+            m.d.comb += [executor.cmd.p.eq(cmd.p), executor.cmd.valid.eq(cmd.valid & pick)]
+            ready = ready | (pick & executor.cmd.ready)
+            with m.If(cmd.valid & cmd.ready & pick):
+                m.d.sync += owner.eq(index)
+        m.d.comb += cmd.ready.eq(ready)
+        members = executor_members(self.engine.addr_width, self.engine.dma.length_width)
+        for name, member in members.items():
+            if name == "cmd":
+                continue
+            port = engine.abort if name == "abort" else getattr(engine, f"exec_{name}")
+            ports = [getattr(executor, name) for executor, _ in executors]
+            if name == "abort":
+                m.d.comb += [p.eq(port) for p in ports]
+            elif not member.is_signature:                 # the DMA's pulses and error: the owner's
+                m.d.comb += [p.eq(Mux(owner == index, port, 0)) for index, p in enumerate(ports)]
+            elif member.flow == Out:                      # executor -> engine streams
+                assert isinstance(member.signature, stream.Signature)
+                payload, valid = ports[0].p.as_value(), ports[0].valid
+                for index, p in enumerate(ports[1:], 1):
+                    payload = Mux(owner == index, p.p.as_value(), payload)
+                    valid = Mux(owner == index, p.valid, valid)
+                m.d.comb += [port.p.eq(payload), port.valid.eq(valid)]
+                m.d.comb += [p.ready.eq(port.ready & (owner == index)) for index, p in enumerate(ports)]
+            else:                                         # engine -> executor: the DMA's read data
+                ready = 0
+                for index, p in enumerate(ports):
+                    m.d.comb += [p.p.eq(port.p), p.valid.eq(port.valid & (owner == index))]
+                    ready = ready | (p.ready & (owner == index))
+                m.d.comb += port.ready.eq(ready)
 
         # Controller <-> array.
         wiring.connect(m, ctl.feed, array.feed)

@@ -4,9 +4,10 @@ behaviour is ``sim.golden.device.GoldenDevice`` and ``check``).
 
 An AXI4-Lite CSR slave (``hw.bus.csr.AxiLiteCsr``) and an AXI4 master DMA (``hw.bus.dma.Dma``) are
 inside. The engine fetches each descriptor of the command ring through the DMA, checks it with the
-rules and in the order of golden ``check()``, hands a checked GEMM or UPDATE to an *executor* (the
-tile controller or the update unit, told apart by ``exec_cmd.p.update``) on ``exec_cmd`` and lends it
-the DMA until ``exec_done``, completes FENCE at once, writes the completion word back, advances the tail and raises the interrupt.
+rules and in the order of golden ``check()``, hands a checked GEMM, UPDATE or PCM command to an
+*executor* (the tile controller, the update unit or the PCM executor, told apart by
+``exec_cmd.p.opcode``) on ``exec_cmd`` and lends it the DMA until ``exec_done``, completes FENCE at
+once, writes the completion word back, advances the tail and raises the interrupt.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
@@ -17,9 +18,9 @@ from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma, command_layout
 from fp8train.protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, GEMM_FLAGS,
-                               MAX_DIM, MAX_UPDATE_COUNT, STATUS_DONE, UPDATE_FLAGS, VERSION, Ctrl,
-                               ErrorCode, Flag, Irq, Opcode,
-                               OutFormat, Reg, Status)
+                               MAX_DIM, MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, STATUS_DONE, UPDATE_FLAGS, VERSION,
+                               Ctrl, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status, pack_pcm_config)
+from fp8train.sim.golden.device import check_pcm_tile
 
 __all__ = ["CommandEngine", "exec_layout", "done_layout"]
 
@@ -33,15 +34,16 @@ CHUNK_WIDTH = 16                             # descriptor word 4, bits 0..15
 SCALE_WIDTH = 8                              # descriptor word 4, bits 16..23
 RING_COUNT_WIDTH = 16                        # RING_HEAD / RING_TAIL
 CODE_WIDTH = 8
+OPCODE_WIDTH = 8                             # descriptor word 0, bits 0..7
 COUNTER_WIDTH = 64
 DMA_ERROR_WIDTH = 4
 
 
 def exec_layout(addr_width: int = 32) -> data.StructLayout:
-    """A checked GEMM as the executor receives it: the descriptor's fields, reserved bits dropped
+    """A checked command as the executor receives it: the descriptor's fields, reserved bits dropped
     (``flags`` holds only the opcode's bits, ``k`` fits ``MAX_DIM`` or ``MAX_UPDATE_COUNT``), ``scale``
-    signed; ``update`` tells an UPDATE from a GEMM."""
-    fields = {"update": 1, "flags": FLAGS_WIDTH, "m": DIM_WIDTH, "n": DIM_WIDTH, "k": COUNT_WIDTH,
+    signed; ``opcode`` names the executor."""
+    fields = {"opcode": OPCODE_WIDTH, "flags": FLAGS_WIDTH, "m": DIM_WIDTH, "n": DIM_WIDTH, "k": COUNT_WIDTH,
               "chunk": CHUNK_WIDTH, "scale": signed(SCALE_WIDTH), "seed": WORD}
     for buf in "abcd":
         fields[f"addr_{buf}"] = addr_width
@@ -55,8 +57,9 @@ def done_layout() -> data.StructLayout:
 
 
 def executor_members(addr_width: int, length_width: int) -> dict:
-    """The ports every executor (tile controller, update executor) has: the engine's ``exec_*`` ports
-    seen from the executor's side, so the core can route them to whichever owns the command."""
+    """The ports every executor (tile controller, update executor, PCM executor) has: the engine's
+    ``exec_*`` ports seen from the executor's side, so the core can route them to whichever owns the
+    command."""
     command = stream.Signature(command_layout(addr_width, length_width))
     return {
         "cmd": In(stream.Signature(exec_layout(addr_width))),
@@ -90,6 +93,8 @@ class CommandEngine(wiring.Component):
         ``RING_SIZE`` may be at most ``2 ** ring_log2_max`` slots (0 to 12); ``CONFIG_LIMITS``.
     max_burst : int
         The DMA's burst length (``Dma(max_burst=...)``).
+    pcm : PcmConfig or None
+        The device's PCM tile, reported in ``CONFIG_PCM*``; without one the PCM opcodes are BAD_OPCODE.
 
     Members
     -------
@@ -102,8 +107,9 @@ class CommandEngine(wiring.Component):
     irq : Out(1)
         ``|(IRQ_STATUS & IRQ_MASK)``, registered.
     exec_cmd : Out(stream.Signature(exec_layout()))
-        A checked GEMM or UPDATE. Offered in the cycle after the check; ``valid`` stays up until ``ready``
-        unless ``abort`` pulses (then the offer is withdrawn: the command completes ABORTED).
+        A checked GEMM, UPDATE or PCM command. Offered in the cycle after the check; ``valid`` stays up
+        until ``ready`` unless ``abort`` pulses (then the offer is withdrawn: the command completes
+        ABORTED).
     exec_done : In(stream.Signature(done_layout()))
         The executor's completion code (``OK``, ``READ_ERROR``, ``WRITE_ERROR``, ...), one per
         accepted ``exec_cmd``; ``ready`` is high from the ``exec_cmd`` handshake until it is taken,
@@ -134,7 +140,8 @@ class CommandEngine(wiring.Component):
     Then four cycles check the buffers (one multiplier, A, B, D, C) and one decides the code in
     golden ``check()`` order: BAD_OPCODE, RESERVED_BITS, (FENCE: OK), BAD_FORMAT, BAD_DIMENSION,
     BAD_CHUNK (GEMM), MISALIGNED, OUT_OF_WINDOW; an UPDATE's flags, factor fields and single-row
-    buffers follow golden ``_check_update``. A GEMM or UPDATE that passes goes to the executor. The completion word
+    buffers follow golden ``_check_update``, a PCM command's golden ``_check_pcm``. A GEMM, UPDATE or PCM
+    command that passes goes to the executor. The completion word
     ``STATUS_DONE | code`` is written as one beat with strobes 0xF0 at the slot address; after its
     write response the tail advances, ``PERF_DONE`` counts, ``IRQ_STATUS`` gets ``DONE`` (and
     ``ERROR`` with ``ERROR := code`` when the code is not OK). A DMA error on the fetch gives
@@ -145,7 +152,7 @@ class CommandEngine(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, rbits: int, max_chunk: int, ring_log2_max: int = 12,
-                 max_burst: int = 16):
+                 max_burst: int = 16, pcm=None):
         _check_int("rows", rows, 1, 255)
         _check_int("cols", cols, 1, 255)
         _check_int("rbits", rbits, 1, 255)
@@ -153,6 +160,9 @@ class CommandEngine(wiring.Component):
         _check_int("ring_log2_max", ring_log2_max, 0, 12)
         self.rows, self.cols, self.rbits = rows, cols, rbits
         self.max_chunk, self.ring_log2_max = max_chunk, ring_log2_max
+        if pcm is not None:
+            check_pcm_tile(pcm)
+        self.pcm = pcm
         self.csr = AxiLiteCsr(addr_width=12, data_width=WORD)
         self.dma = Dma(max_burst=max_burst, max_reads_outstanding=16, max_writes_outstanding=8,
                        data_width=BEAT)
@@ -192,8 +202,10 @@ class CommandEngine(wiring.Component):
         mapped = Signal()
         writable = {Reg.CTRL, Reg.ERROR, Reg.IRQ_STATUS, Reg.IRQ_MASK, Reg.RING_BASE, Reg.RING_SIZE,
                     Reg.RING_HEAD, Reg.WINDOW_BASE, Reg.WINDOW_LIMIT, Reg.PERF_CLEAR}
+        pcm_fields = None if self.pcm is None else {
+            name: getattr(self.pcm, name) for layout in PCM_CONFIG_FIELDS.values() for name, _ in layout}
         values = {Reg.ID: DEVICE_ID, Reg.VERSION: VERSION, Reg.CONFIG_ARRAY: config_array,
-                  Reg.CONFIG_LIMITS: config_limits, Reg.CTRL: r["enable"],
+                  Reg.CONFIG_LIMITS: config_limits, **pack_pcm_config(pcm_fields), Reg.CTRL: r["enable"],
                   Reg.STATUS: Mux(r["busy"], Status.BUSY, 0) | Mux(r["error"] != 0, Status.ERROR, 0),
                   Reg.ERROR: r["error"], Reg.IRQ_STATUS: r["irq_status"], Reg.IRQ_MASK: r["irq_mask"],
                   Reg.RING_BASE: r["ring_base"], Reg.RING_SIZE: r["ring_size"],
@@ -249,6 +261,30 @@ class CommandEngine(wiring.Component):
         f["reserved_clear"] = (w[4][24:] == 0) & (w[14] == 0) & (w[15] == 0)
         return f
 
+    def _pcm_checks(self, f):
+        """Golden ``_check_pcm`` on the fields ``f``: whether the dimensions are the tile's, whether an
+        unused field is not 0, and (rows, bytes per row, present) of the A, B, D, C buffers (A: int16
+        operands, D: PCM_MVM's int32 outputs). Constants without a tile (the opcodes are refused)."""
+        if self.pcm is None:
+            return Const(0), Const(0), [(0, 0, Const(0))] * 4
+        tile = self.pcm
+        program, mvm = f["opcode"] == Opcode.PCM_PROGRAM, f["opcode"] == Opcode.PCM_MVM
+        dims_ok = Mux(program, (f["m"] == tile.rows) & (f["n"] == tile.cols),
+                      Mux(mvm, (f["m"] != 0) & (f["k"] == tile.rows) & (f["n"] == tile.cols) &
+                          (f["chunk"] <= tile.acc_bits),
+                          f["k"] < tile.time_steps))
+        unused_b_c = (f["addr_b"] != 0) | (f["stride_b"] != 0) | (f["addr_c"] != 0) | (f["stride_c"] != 0)
+        unused_d = (f["addr_d"] != 0) | (f["stride_d"] != 0)
+        reserved = (f["scale"] != 0) | unused_b_c | Mux(
+            program, (f["k"] != 0) | (f["chunk"] != 0) | unused_d,
+            Mux(mvm, f["seed"] != 0,
+                (f["m"] != 0) | (f["n"] != 0) | (f["chunk"] != 0) | (f["seed"] != 0) | (f["addr_a"] != 0) |
+                (f["stride_a"] != 0) | unused_d))
+        a_bytes = Mux(program, f["n"], f["k"][:DIM_WIDTH]) << 1
+        absent = (0, 0, Const(0))
+        buffers = [(f["m"], a_bytes, program | mvm), absent, (f["m"], f["n"] << 2, mvm), absent]
+        return dims_ok, reserved, buffers
+
     def elaborate(self, platform):
         m = Module()
         m.submodules.csr = csr = self.csr
@@ -295,12 +331,15 @@ class CommandEngine(wiring.Component):
         k_ok = (f["k"] != 0) & (f["k"] <= MAX_DIM)
         is_fence, is_gemm = f["opcode"] == Opcode.FENCE, f["opcode"] == Opcode.GEMM
         is_update = f["opcode"] == Opcode.UPDATE
+        pcm_dims_ok, pcm_reserved, pcm_buffers = self._pcm_checks(f)
+        is_pcm = Const(0) if self.pcm is None else (f["opcode"] == Opcode.PCM_PROGRAM) | (
+            f["opcode"] == Opcode.PCM_MVM) | (f["opcode"] == Opcode.PCM_TIME)
         dims_ok = Mux(is_update, (f["k"] != 0) & (f["k"] <= MAX_UPDATE_COUNT) & (f["m"] == 0) & (f["n"] == 0),
-                      (f["m"] != 0) & (f["n"] != 0) & k_ok)
+                      Mux(is_pcm, pcm_dims_ok, (f["m"] != 0) & (f["n"] != 0) & k_ok))
         # An UPDATE keeps its factors in the low halves of stride_a..c (sim/golden/device.py).
         update_reserved = ((f["stride_a"][16:] != 0) | (f["stride_b"][16:] != 0) | (f["stride_c"][16:] != 0) |
                            (f["stride_d"] != 0) | (f["chunk"] != 0))
-        reserved_flags = Mux(is_update, flags & ~UPDATE_FLAGS, flags & ~GEMM_FLAGS)
+        reserved_flags = Mux(is_update, flags & ~UPDATE_FLAGS, Mux(is_pcm, flags, flags & ~GEMM_FLAGS))
 
         # Buffer checks, one buffer per cycle: A, B, D, C (C only with HAS_C). An UPDATE's buffers
         # are single rows: w, g, the FP8 copy (with an FP8 OUT_FORMAT), v (with MOMENTUM).
@@ -324,9 +363,11 @@ class CommandEngine(wiring.Component):
             for i, (addr, stride, rows, nbytes, present) in enumerate(buffers):
                 with m.Case(i):
                     u_addr, u_bytes, u_present = update_buffers[i]
+                    p_rows, p_bytes, p_present = pcm_buffers[i]
                     m.d.comb += [b_addr.eq(Mux(is_update, u_addr, addr)), b_stride.eq(stride),
-                                 b_rows.eq(Mux(is_update, 1, rows)), b_bytes.eq(Mux(is_update, u_bytes, nbytes)),
-                                 b_present.eq(Mux(is_update, u_present, present))]
+                                 b_rows.eq(Mux(is_update, 1, Mux(is_pcm, p_rows, rows))),
+                                 b_bytes.eq(Mux(is_update, u_bytes, Mux(is_pcm, p_bytes, nbytes))),
+                                 b_present.eq(Mux(is_update, u_present, Mux(is_pcm, p_present, present)))]
         low = (ALIGN - 1).bit_length()
         span = Signal(WORD + COUNT_WIDTH + 1)
         m.d.comb += span.eq((b_rows - 1) * b_stride + (((b_bytes + ALIGN - 1) >> low) << low))
@@ -336,9 +377,10 @@ class CommandEngine(wiring.Component):
         misaligned, outside = Signal(), Signal()
 
         decided = Signal(CODE_WIDTH)
-        with m.If(~(is_fence | is_gemm | is_update)):
+        with m.If(~(is_fence | is_gemm | is_update | is_pcm)):
             m.d.comb += decided.eq(ErrorCode.BAD_OPCODE)
-        with m.Elif(~f["reserved_clear"] | (reserved_flags != 0) | (is_update & update_reserved)):
+        with m.Elif(~f["reserved_clear"] | (reserved_flags != 0) | (is_update & update_reserved) |
+                    (is_pcm & pcm_reserved)):
             m.d.comb += decided.eq(ErrorCode.RESERVED_BITS)
         with m.Elif(is_fence):
             m.d.comb += decided.eq(ErrorCode.OK)
@@ -346,7 +388,7 @@ class CommandEngine(wiring.Component):
             m.d.comb += decided.eq(ErrorCode.BAD_FORMAT)
         with m.Elif(~dims_ok):
             m.d.comb += decided.eq(ErrorCode.BAD_DIMENSION)
-        with m.Elif(~is_update & (f["chunk"] > self.max_chunk)):
+        with m.Elif(is_gemm & (f["chunk"] > self.max_chunk)):
             m.d.comb += decided.eq(ErrorCode.BAD_CHUNK)
         with m.Elif(misaligned):
             m.d.comb += decided.eq(ErrorCode.MISALIGNED)
@@ -366,7 +408,8 @@ class CommandEngine(wiring.Component):
         # Executor payload.
         payload = self.exec_cmd.p
         m.d.comb += [payload.flags.eq(flags[:FLAGS_WIDTH]), payload.m.eq(m16), payload.n.eq(n16),
-                     payload.k.eq(count), payload.update.eq(is_update), payload.chunk.eq(f["chunk"]), payload.scale.eq(f["scale"]),
+                      payload.k.eq(count), payload.opcode.eq(f["opcode"]), payload.chunk.eq(f["chunk"]),
+                     payload.scale.eq(f["scale"]),
                      payload.seed.eq(f["seed"])]
         for buf in "abcd":
             m.d.comb += [payload[f"addr_{buf}"].eq(f[f"addr_{buf}"]),
@@ -400,7 +443,7 @@ class CommandEngine(wiring.Component):
             with m.State("DECIDE"):
                 m.d.sync += [code.eq(Mux(abort_req, ErrorCode.ABORTED, decided)), issued.eq(0),
                              data_sent.eq(0)]
-                with m.If(~abort_req & (is_gemm | is_update) & (decided == ErrorCode.OK)):
+                with m.If(~abort_req & (is_gemm | is_update | is_pcm) & (decided == ErrorCode.OK)):
                     m.next = "DISPATCH"
                 with m.Else():
                     m.next = "WRITE_BACK"

@@ -14,6 +14,8 @@ from amaranth.hdl._ir import PortDirection
 from amaranth.lib import wiring
 
 from fp8train.boards.memory import HostMemory
+from fp8train.boards.bridge import FrameParser, ReplyFramer, UartHostBridge
+from fp8train.boards.uart import UartRx, UartTx
 from fp8train.formats import E5M2, FP16_169
 from fp8train.hw.arith.add import FpAdd
 from fp8train.hw.arith.convert import FpConvert
@@ -30,6 +32,7 @@ from fp8train.hw.bus.dma import Dma
 from fp8train.hw.core import Accelerator
 from fp8train.hw.engine import CommandEngine
 from fp8train.hw.pcm import PcmTileUnit
+from fp8train.hw.pcm.executor import PcmExecutor
 from fp8train.hw.reference.pe import ReferencePE
 from fp8train.hw.update import UpdateExecutor, UpdateUnit
 from fp8train.sim.golden.pcm import PcmConfig
@@ -67,6 +70,9 @@ _SUBMODULE_PORTS = ("Amaranth declares a wire in the parent for each port signal
                     "tile controller, array, processing elements, scratchpads, output unit, key hasher, "
                     "CSR slave, DMA), an alias of the net it is connected to; constant or unread bits "
                     "(AXI attributes, IDs, address byte offsets) are inlined at the top ports")
+
+_UART_PORTS = ("Amaranth declares a wire in the parent for each port signal of a submodule (receiver, "
+               "transmitter, parser, framer, synchroniser), an alias of the net it is connected to")
 
 _PCM_PORTS = ("Amaranth declares a wire in the parent for each port signal of a submodule (the device "
               "programmers and readers, the memories' ports), an alias of the net it is connected to")
@@ -231,6 +237,25 @@ UNITS = [
         **{f"UNUSEDSIGNAL:{name}": _INLINED
            for name in ("z_read", "z_prog", "z_nu", "drifted", "rounded", "converted", "y", "error", "arg")},
     }),
+    Unit("pcm_executor", lambda: PcmExecutor(PcmConfig(rows=4, cols=3, slices=2)), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+        "DECLFILENAME": "Amaranth writes the tile and its device datapaths as modules into the top's one file",
+        "SYMRSVDWORD:abort": "the port is named by the executor's contract; 'abort' is only also a C "
+                             "library function, the Verilated model builds and runs",
+        "UNUSEDSIGNAL:seed*": "the seed is 32 bits wide, a lane state 31: bit 31 is not used",
+        "UNUSEDSIGNAL:exponent": "the drift exponent's bits below the 2^-f table's resolution are dropped "
+                                 "by design (golden PcmConfig.drift truncates them the same way)",
+        "UNUSEDSIGNAL:dma_rd_done": "part of the executor's DMA contract, not needed here: a read is "
+                                    "complete when its last word is in",
+        **{f"UNUSEDSIGNAL:{name}": _PCM_PORTS
+           for name in ("device*", "lane*", "step*", "read_factor*", "pair_key_read__addr", "cell_write__addr",
+                        "cmd__valid*", "operand__payload")},
+        **{f"UNUSEDSIGNAL:{name}": _INLINED
+           for name in ("z_read", "z_prog", "z_nu", "drifted", "rounded", "converted", "y", "error", "arg",
+                        "code")},
+    }),
     Unit("reference_pe", lambda: ReferencePE(rbits=8), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
@@ -245,7 +270,56 @@ UNITS = [
         "UNUSEDSIGNAL:dev_awlen": "a write burst ends with wlast; the slave needs no beat count",
         **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("addr", "write__addr")},
     }),
+    # The UART host bridge (boards/bridge.py) at the iCEBreaker's 115200 baud from 6 MHz.
+    Unit("uart_rx", lambda: UartRx(divisor=52), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+        "DECLFILENAME": "Amaranth writes the rx synchroniser as a module into the top's one file",
+        "UNUSEDSIGNAL:shift": _INLINED,
+        "UNUSEDSIGNAL:rst": "the rx synchroniser (amaranth.lib.cdc.FFSynchronizer) is not reset",
+        "UNUSEDSIGNAL:line": _UART_PORTS,
+    }),
+    Unit("uart_tx", lambda: UartTx(divisor=52), waivers={
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+    }),
+    Unit("frame_parser", lambda: FrameParser(max_words=64, timeout=60_000), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+    }),
+    Unit("reply_framer", lambda: ReplyFramer(max_words=64), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a byte select (word_select) as a shift of the whole word, and a "
+                      "logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+    }),
+    Unit("uart_host_bridge", lambda: UartHostBridge(mem_size=1 << 17, divisor=52, timeout=60_000), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a byte select (word_select) as a shift of the whole word, and a "
+                      "logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": _FSM_CASES,
+        "DECLFILENAME": "Amaranth writes the UART, parser, framer and synchroniser as modules into the "
+                        "top's one file",
+        "UNUSEDSIGNAL:rst": "the rx synchroniser (amaranth.lib.cdc.FFSynchronizer) is not reset",
+        **{f"UNUSEDSIGNAL:{name}": _UART_PORTS
+           for name in ("error", "i__ready", "o__payload*", "o__valid*", "rx$*", "tx$*", "wdata", "wr_data",
+                        "line")},
+    }),
 ]
+
+
+def _waivers_of(*names: str, drop: tuple = ()) -> dict:
+    """The registered units' waivers together, but ``drop``."""
+    return {code: why for unit in UNITS if unit.name in names for code, why in unit.waivers.items()
+            if code not in drop}
+
+
+# The accelerator with a PCM tile: the engine's PCM checks and the executors' routing; inside it the PCM
+# executor's ports are not top ports (no 'abort' symbol).
+UNITS.append(Unit("accelerator_pcm", lambda: Accelerator(rows=2, cols=2, rbits=8, max_chunk=4096, k_block=16,
+                                                         pcm=PcmConfig(rows=4, cols=3, slices=2)),
+                  waivers=_waivers_of("accelerator", "pcm_executor", drop=("SYMRSVDWORD:abort",))))
 
 
 def top_ports(component: wiring.Component) -> dict:

@@ -128,5 +128,5 @@ def test_inputs_must_be_exact_in_e5m2():
 
 
 def test_unknown_backend():
-    with pytest.raises(ValueError, match=r"^backend must be one of 'golden', 'rtl', not 'fpga'$"):
+    with pytest.raises(ValueError, match=r"^backend must be one of 'golden', 'rtl', 'serial', not 'fpga'$"):
         fp8train.Device("fpga")

@@ -124,7 +124,7 @@ def test_split_and_batches_are_fixed_by_the_seed():
 @pytest.mark.parametrize("call, error, match", [
     (lambda: Trainer("fp16"), ValueError, r"^variant must be one of 'fp32', 'recipe', 'no_chunk', 'rne_update', "
                                           r"'hfp8', not 'fp16'$"),
-    (lambda: Trainer(backend="fpga"), ValueError, r"^backend must be one of 'golden', 'rtl', not 'fpga'$"),
+    (lambda: Trainer(backend="fpga"), ValueError, r"^backend must be one of 'golden', 'rtl', 'serial', not 'fpga'$"),
     (lambda: Trainer("hfp8", backend="rtl"), ValueError, r"^variant 'hfp8' needs E4M3 GEMM operands"),
     (lambda: Trainer(hyper={"lr": 0.1}), TypeError, r"^hyper must be a Hyper, not dict$"),
     (lambda: Trainer(seed=-1), ValueError, r"^seed must be a non-negative integer, not -1$"),

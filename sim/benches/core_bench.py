@@ -4,7 +4,8 @@ The host is cocotbext-axi's ``AxiLiteMaster`` on ``s_axil``; host memory is the 
 ``FaultyAxiRam`` on ``m_axi`` (read errors injectable at ``FAULT_BASE``). Each test writes operands
 and a ring of GEMM descriptors into RAM, rings the doorbell, waits for ``irq`` and compares the
 whole RAM and the status registers with a :class:`GoldenDevice` (real ``run_gemm``) that ran the
-same ring. Parameters (``bench_params()``): ``rows``, ``cols``, ``rbits``, ``max_chunk``, ``seed``.
+same ring. Parameters (``bench_params()``): ``rows``, ``cols``, ``rbits``, ``max_chunk``, ``seed`` and
+``pcm`` (``PcmConfig`` arguments of the accelerator's PCM tile; the ``test_pcm*`` tests need one).
 """
 
 import logging
@@ -22,6 +23,7 @@ from fp8train.protocol import (DESCRIPTOR_BYTES, FLAG_OUT_SHIFT, STATUS_DONE, Ct
 from fp8train.sim.benches.dma_bench import FAULT_BASE, FaultyAxiRam, pauses
 from fp8train.sim.benches.streams import bench_params, reset, start_clock
 from fp8train.sim.golden.device import DeviceConfig, GoldenDevice, check
+from fp8train.sim.golden.pcm import PcmConfig
 
 MEM_SIZE = 1 << 16
 RING_BASE = 0x8000
@@ -39,8 +41,9 @@ class CoreTB:
     def __init__(self, dut, seed_offset=0):
         self.dut = dut
         params = bench_params()
+        pcm = params.get("pcm")
         self.config = DeviceConfig(rows=params["rows"], cols=params["cols"], rbits=params["rbits"],
-                                   max_chunk=params["max_chunk"])
+                                   max_chunk=params["max_chunk"], pcm=None if pcm is None else PcmConfig(**pcm))
         self.rng = random.Random(params["seed"] + seed_offset)
         dut.rst.value = 1
         start_clock(dut)
@@ -138,6 +141,36 @@ class CoreTB:
                           addr_d=copy if out != OutFormat.FP16_169 else 0,
                           stride_a=lr, stride_b=mu if flags & Flag.MOMENTUM else 0,
                           stride_c=wd if flags & Flag.WEIGHT_DECAY else 0, **fields)
+
+    def pcm_program(self, *, bad=False):
+        """A PCM_PROGRAM of random weights (the extremes included); with ``bad``, one beyond ``w_max``
+        in the last row."""
+        c = self.config.pcm
+        addr, stride = self.alloc(c.rows, 2 * c.cols, 1)
+        w = np.array([[self.rng.randint(-c.w_max, c.w_max) for _ in range(c.cols)] for _ in range(c.rows)])
+        w[0, 0], w[-1, -1] = c.w_max, -c.w_max
+        if bad:
+            w[-1, 0] = -c.w_max - 1
+        for i, row in enumerate(w):
+            self.write_mem(addr + i * stride, row.astype("<i2").tobytes())
+        return Descriptor(opcode=Opcode.PCM_PROGRAM, m=c.rows, n=c.cols, seed=self.rng.getrandbits(32),
+                          addr_a=addr, stride_a=stride)
+
+    def pcm_mvm(self, batch, *, bad_vector=None, pad=1):
+        """A PCM_MVM of ``batch`` random DAC-code vectors (ADC shift 8 to 12 below the accumulator width:
+        some outputs clip);
+        vector ``bad_vector`` gets a code beyond ``x_max``."""
+        c = self.config.pcm
+        addr_a, stride_a = self.alloc(batch, 2 * c.rows, pad)
+        addr_d, stride_d = self.alloc(batch, 4 * c.cols, pad)
+        for b in range(batch):
+            x = np.array([self.rng.randint(-c.x_max, c.x_max) for _ in range(c.rows)])
+            if b == bad_vector:
+                x[-1] = c.x_max + 1
+            self.write_mem(addr_a + b * stride_a, x.astype("<i2").tobytes())
+        return Descriptor(opcode=Opcode.PCM_MVM, m=batch, n=c.cols, k=c.rows,
+                          chunk=self.rng.randint(c.acc_bits - 12, c.acc_bits - 8),
+                          addr_a=addr_a, stride_a=stride_a, addr_d=addr_d, stride_d=stride_d)
 
     async def run_ring(self, descs):
         """Submit ``descs``, wait for the irq and the tail, compare with golden."""
@@ -303,6 +336,127 @@ async def test_abort(dut):
         tb.ram.read(victim.addr_d, span), np.uint8)
     tb.check("abort", [victim, good])
     await tb.check_registers("abort")
+
+
+async def _pcm_ring(tb, descs, what):
+    """Run ``descs``; RAM (outputs and status words) and registers must match golden."""
+    await tb.run_ring(descs)
+    tb.check(what, [], None)
+    await tb.check_registers(what)
+
+
+def _statuses(tb, count):
+    """The golden status words of the last ``count`` descriptors, as codes."""
+    slots = [RING_BASE + ((tb.head - count + i) % 16) * DESCRIPTOR_BYTES + 4 for i in range(count)]
+    return [ErrorCode(int.from_bytes(tb.golden.read_mem(slot, 4), "little") & 0xFF) for slot in slots]
+
+
+@cocotb.test()
+async def test_pcm(dut):
+    """PCM_PROGRAM, PCM_MVM batches and PCM_TIME between GEMMs and UPDATEs; NOT_PROGRAMMED before the
+    first PROGRAM and after a bad operand; BAD_OPERAND in a weight and in a vector (the vectors before
+    it written); a refused descriptor (BAD_DIMENSION) leaves the tile alone."""
+    tb = CoreTB(dut, 7)
+    await tb.start()
+    c = tb.config.pcm
+    descs = [tb.pcm_mvm(1), tb.pcm_program(), tb.pcm_mvm(3, pad=0), tb.gemm(2, 3, 5),
+             Descriptor(opcode=Opcode.PCM_TIME, k=37), tb.pcm_mvm(2), tb.update(9),
+             tb.pcm_mvm(2).replace(k=c.rows + 1), Descriptor(opcode=Opcode.PCM_TIME, k=c.time_steps - 1),
+             tb.pcm_mvm(1), tb.pcm_mvm(3, bad_vector=1), tb.pcm_mvm(1)]
+    await _pcm_ring(tb, descs, "pcm")
+    assert _statuses(tb, len(descs)) == [
+        ErrorCode.NOT_PROGRAMMED, *[ErrorCode.OK] * 6, ErrorCode.BAD_DIMENSION, ErrorCode.OK, ErrorCode.OK,
+        ErrorCode.BAD_OPERAND, ErrorCode.NOT_PROGRAMMED]
+    descs = [tb.pcm_program(bad=True), tb.pcm_mvm(1), tb.pcm_program(), tb.pcm_mvm(2)]
+    await _pcm_ring(tb, descs, "pcm reprogrammed")
+    assert _statuses(tb, len(descs)) == [ErrorCode.BAD_OPERAND, ErrorCode.NOT_PROGRAMMED, ErrorCode.OK,
+                                         ErrorCode.OK]
+    mvm, program = tb.pcm_mvm(2), tb.pcm_program()
+    refused = {ErrorCode.RESERVED_BITS: [mvm.replace(seed=1), mvm.replace(flags=Flag.RELU), program.replace(k=1),
+                                         Descriptor(opcode=Opcode.PCM_TIME, k=3, stride_a=8)],
+               ErrorCode.BAD_DIMENSION: [mvm.replace(chunk=c.acc_bits + 1), mvm.replace(m=0),
+                                         program.replace(m=c.rows - 1),
+                                         Descriptor(opcode=Opcode.PCM_TIME, k=c.time_steps)],
+               ErrorCode.MISALIGNED: [program.replace(stride_a=4), mvm.replace(stride_d=4),
+                                      mvm.replace(addr_d=mvm.addr_d + 4)],
+               ErrorCode.OUT_OF_WINDOW: [mvm.replace(addr_d=WINDOW[1] - 8)]}
+    descs = [desc for group in refused.values() for desc in group] + [mvm]
+    await _pcm_ring(tb, descs, "pcm refused")
+    assert _statuses(tb, len(descs)) == [code for code, group in refused.items() for _ in group] + [ErrorCode.OK]
+
+
+@cocotb.test()
+async def test_pcm_refused_without_tile(dut):
+    """An accelerator without a PCM tile completes the PCM opcodes with BAD_OPCODE."""
+    tb = CoreTB(dut, 10)
+    await tb.start()
+    descs = [Descriptor(opcode=Opcode.PCM_TIME), Descriptor(opcode=Opcode.PCM_PROGRAM, m=1, n=1, addr_a=DATA_BASE,
+                                                            stride_a=8),
+             tb.gemm(2, 2, 3), Descriptor(opcode=Opcode.PCM_MVM, m=1, n=1, k=1, addr_a=DATA_BASE, stride_a=8,
+                                          addr_d=DATA_BASE, stride_d=8)]
+    await _pcm_ring(tb, descs, "pcm without a tile")
+    assert _statuses(tb, len(descs)) == [ErrorCode.BAD_OPCODE] * 2 + [ErrorCode.OK, ErrorCode.BAD_OPCODE]
+
+
+@cocotb.test()
+async def test_pcm_read_error(dut):
+    """A read SLVERR on a PCM_MVM's vectors ends it with READ_ERROR and leaves the tile unprogrammed."""
+    tb = CoreTB(dut, 8)
+    await tb.start()
+    bad = tb.pcm_mvm(2).replace(addr_a=FAULT_BASE)
+    tb.golden_fails(bad, ErrorCode.READ_ERROR)
+    tb.ram.faults_on = True
+    descs = [tb.pcm_program(), tb.pcm_mvm(1), bad, tb.pcm_mvm(1), tb.pcm_program(), tb.pcm_mvm(2)]
+    await _pcm_ring(tb, descs, "pcm read error")
+    tb.ram.faults_on = False
+    assert _statuses(tb, len(descs)) == [ErrorCode.OK, ErrorCode.OK, ErrorCode.READ_ERROR,
+                                         ErrorCode.NOT_PROGRAMMED, ErrorCode.OK, ErrorCode.OK]
+
+
+@cocotb.test()
+async def test_pcm_write_error(dut):
+    """A write SLVERR on a PCM_MVM's outputs ends it with WRITE_ERROR (nothing of them lands) and leaves
+    the tile unprogrammed."""
+    tb = CoreTB(dut, 11)
+    await tb.start()
+    bad = tb.pcm_mvm(2).replace(addr_d=FAULT_BASE)
+    tb.golden_fails(bad, ErrorCode.WRITE_ERROR)
+    tb.ram.faults_on = True
+    descs = [tb.pcm_program(), bad, tb.pcm_mvm(1), tb.pcm_program(), tb.pcm_mvm(3)]
+    await _pcm_ring(tb, descs, "pcm write error")
+    tb.ram.faults_on = False
+    assert _statuses(tb, len(descs)) == [ErrorCode.OK, ErrorCode.WRITE_ERROR, ErrorCode.NOT_PROGRAMMED,
+                                         ErrorCode.OK, ErrorCode.OK]
+
+
+@cocotb.test()
+async def test_pcm_abort(dut):
+    """CTRL.ABORT in the middle of a PCM_MVM batch completes it ABORTED and leaves the tile
+    unprogrammed; the aborted command's output rows may be partly written (not compared)."""
+    tb = CoreTB(dut, 9)
+    await tb.start()
+    await _pcm_ring(tb, [tb.pcm_program()], "pcm abort: program")
+    victim = tb.pcm_mvm(40)
+    tb.golden_fails(victim, ErrorCode.ABORTED)
+    descs = [victim, tb.pcm_mvm(1), tb.pcm_program(), tb.pcm_mvm(2)]
+    for desc in descs:
+        tb.write_mem(RING_BASE + (tb.head % 16) * DESCRIPTOR_BYTES, desc.pack())
+        tb.head += 1
+    await tb.write(Reg.RING_HEAD, tb.head)
+    for _ in range(600):
+        await RisingEdge(dut.clk)
+    await tb.csr.write(Reg.CTRL, int(Ctrl.ENABLE | Ctrl.ABORT).to_bytes(4, "little"))
+
+    async def finish():
+        while await tb.read(Reg.RING_TAIL) != tb.head:
+            pass
+    await with_timeout(finish(), TIMEOUT_US, "us")
+    span = victim.m * victim.stride_d
+    tb.golden.memory[victim.addr_d:victim.addr_d + span] = np.frombuffer(tb.ram.read(victim.addr_d, span),
+                                                                          np.uint8)
+    tb.check("pcm abort", [], None)
+    assert _statuses(tb, len(descs)) == [ErrorCode.ABORTED, ErrorCode.NOT_PROGRAMMED, ErrorCode.OK, ErrorCode.OK]
+    await tb.check_registers("pcm abort")
 
 
 class _FaultingGolden(GoldenDevice):

@@ -309,7 +309,7 @@ class EngineTB:
             else:
                 desc = self.expected.pop(0)
                 for name, value in got.items():
-                    want = desc.opcode == Opcode.UPDATE if name == "update" else getattr(desc, name)
+                    want = getattr(desc, name)
                     if value != want:
                         self.errors.append(f"command {self.accepted}: {name} {value:#x} != {want:#x}")
                         break

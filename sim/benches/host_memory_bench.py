@@ -11,7 +11,6 @@ import logging
 import random
 
 import cocotb
-from cocotb.triggers import RisingEdge
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiMaster, AxiResp, AxiBurstType
 
 from fp8train.sim.benches.streams import bench_params, reset, start_clock

@@ -30,7 +30,7 @@ from fp8train.sim.driver.link import BusError, HostLink, LinkError, LinkTimeout,
 from fp8train.sim.driver.top import CLOCK_NS, CLOCKS, ENV_CONFIG, ENV_FD, HOST_RAM, TOP, sim_top
 from fp8train.sim.driver.wire import REPLY, VERSION, Op, Setting, Status, pack_request
 
-__all__ = ["RtlLink", "Setting"]
+__all__ = ["RtlLink", "SimulatorProcess", "Setting"]
 
 _SERVER = "fp8train.sim.driver.server"
 _PR_SET_PDEATHSIG = 1
@@ -51,7 +51,127 @@ def _die_with_parent(parent: int):
     return preexec
 
 
-class RtlLink(HostLink):
+class SimulatorProcess:
+    """A simulator binary with one end of a ``socketpair`` inherited and a cocotb ``server`` module
+    loaded, as ``cocotb_tools.runner`` would start it: launch, log, kill, crash report and clean close.
+    Shared by :class:`RtlLink` and the serial backend's simulated board
+    (:class:`~fp8train.sim.driver.uart_sim.SimUart`); a subclass sets ``sim``, ``build_dir`` and ``keep``,
+    then calls :meth:`_new_run` and :meth:`_launch`."""
+
+    _sock = None
+    _proc = None
+    _closed = False
+
+    def _new_run(self) -> None:
+        """A fresh run directory (``sim.log``, transfer files, waves) under the build."""
+        runs = self.build_dir / "runs"
+        runs.mkdir(exist_ok=True)
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=runs))
+        self.log_path = self.run_dir / "sim.log"
+
+    def _command(self, plusarg: str, waves: bool) -> list[str]:
+        if self.sim == "verilator":
+            return [str(self.build_dir / TOP), *(["--trace"] if waves else []), plusarg]
+        import cocotb_tools.config
+        return ["vvp", "-m", str(cocotb_tools.config.lib_entry("vpi", "icarus")),
+                str(self.build_dir / "sim.vvp"), plusarg, "-fst" if waves else "-none"]
+
+    def _environment(self, server: str, config: dict, fd: int) -> dict:
+        """What ``cocotb_tools.runner`` sets for a test run (``_set_env_common``/``_set_env_test``)."""
+        import cocotb_tools.config
+        import find_libpython
+        env = dict(os.environ)
+        env.pop("COCOTB_TEST_FILTER", None)
+        env["PATH"] = env.get("PATH", "") + os.pathsep + str(cocotb_tools.config.libs_dir)
+        env["PYTHONPATH"] = os.pathsep.join(sys.path)
+        env["PYGPI_PYTHON_BIN"] = sys.executable
+        if "GPI_USERS" not in env:
+            libpython = env.get("LIBPYTHON_LOC") or find_libpython.find_libpython()
+            if libpython is None:
+                raise LinkError("libpython not found (set LIBPYTHON_LOC)")
+            env["GPI_USERS"] = ";".join([libpython, cocotb_tools.config.pygpi_entry_point()])
+        env["COCOTB_TOPLEVEL"] = TOP
+        env["COCOTB_TEST_MODULES"] = server
+        env["TOPLEVEL_LANG"] = "verilog"
+        env["COCOTB_RESULTS_FILE"] = str(self.run_dir / "results.xml")
+        if self.sim == "verilator":
+            env.setdefault("COCOTB_TRUST_INERTIAL_WRITES", "1")
+        env[ENV_FD] = str(fd)
+        env[ENV_CONFIG] = json.dumps(config)
+        return env
+
+    def _launch(self, server: str, config: dict, plusarg: str, waves: bool = False) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with open(self.log_path, "wb") as log:
+                self._proc = subprocess.Popen(
+                    self._command(plusarg, waves), cwd=self.run_dir,
+                    env=self._environment(server, config, theirs.fileno()),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    pass_fds=[theirs.fileno()], preexec_fn=_die_with_parent(os.getpid()),
+                    start_new_session=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock = ours
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines of the simulator's log."""
+        return log_tail(self.log_path, lines)
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                os.kill(self._proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._proc.wait()
+        if self._sock is not None:
+            self._sock.close()
+        self._closed = True
+
+    def _crashed(self, doing: str) -> SimulatorCrashed:
+        try:
+            code = self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        self._kill()
+        how = "did not exit" if code is None else (
+            f"was killed by signal {-code}" if code < 0 else f"exited with status {code}")
+        return SimulatorCrashed(f"{self.sim} simulator (pid {self._proc.pid}) {how} while {doing}; "
+                                f"run directory {self.run_dir}", code, self.log_tail())
+
+    def close(self) -> None:
+        """End the session (closing the socket ends the simulation); idempotent. The run directory
+        is removed after a clean exit unless ``keep``."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sock is not None:
+            self._sock.close()
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self._proc.pid, signal.SIGKILL)
+                self._proc.wait()
+            if not self.keep and self._proc.returncode == 0:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class RtlLink(SimulatorProcess, HostLink):
     """A device's Verilog under a simulator, driven over the host protocol.
 
     Parameters
@@ -103,9 +223,6 @@ class RtlLink(HostLink):
                  read_latency: int = 0, write_latency: int = 0, timeout: float = 60.0,
                  start_timeout: float = 120.0, vpi_words: int = 128, waves: bool = False,
                  name: str | None = None, keep: bool = False):
-        self._sock = None
-        self._proc = None
-        self._closed = False
         self.sim = simulator(sim)
         if clock not in CLOCKS:
             raise ValueError(f"clock must be one of {', '.join(map(repr, CLOCKS))}, not {clock!r}")
@@ -132,14 +249,11 @@ class RtlLink(HostLink):
         self.build_dir = cached_build(name or toplevel, sources, TOP, sim=self.sim,
                                       build_args=build_args, waves=waves)
 
-        runs = self.build_dir / "runs"
-        runs.mkdir(exist_ok=True)
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=runs))
-        self.log_path = self.run_dir / "sim.log"
+        self._new_run()
         xfer = self.run_dir / "xfer.hex"
         config = {"clock": clock, "clock_ns": CLOCK_NS, "ram_bytes": ram_bytes,
                   "vpi_words": vpi_words, "xfer_file": str(xfer)}
-        self._launch(config, f"+host_ram_file={xfer}", waves)
+        self._launch(_SERVER, config, f"+host_ram_file={xfer}", waves)
         self.startup_s = 0.0
         start = time.monotonic()
         status, version, payload = self._reply(start + start_timeout, "starting")
@@ -166,85 +280,6 @@ class RtlLink(HostLink):
             tmp.write_text(verilog)
             tmp.replace(path)
         return cls([path], name, **kwargs)
-
-    # ---- process ------------------------------------------------------------------------------
-    def _command(self, plusarg: str, waves: bool) -> list[str]:
-        if self.sim == "verilator":
-            return [str(self.build_dir / TOP), *(["--trace"] if waves else []), plusarg]
-        import cocotb_tools.config
-        return ["vvp", "-m", str(cocotb_tools.config.lib_entry("vpi", "icarus")),
-                str(self.build_dir / "sim.vvp"), plusarg, "-fst" if waves else "-none"]
-
-    def _environment(self, config: dict, fd: int) -> dict:
-        """What ``cocotb_tools.runner`` sets for a test run (``_set_env_common``/``_set_env_test``)."""
-        import cocotb_tools.config
-        import find_libpython
-        env = dict(os.environ)
-        env.pop("COCOTB_TEST_FILTER", None)
-        env["PATH"] = env.get("PATH", "") + os.pathsep + str(cocotb_tools.config.libs_dir)
-        env["PYTHONPATH"] = os.pathsep.join(sys.path)
-        env["PYGPI_PYTHON_BIN"] = sys.executable
-        if "GPI_USERS" not in env:
-            libpython = env.get("LIBPYTHON_LOC") or find_libpython.find_libpython()
-            if libpython is None:
-                raise LinkError("libpython not found (set LIBPYTHON_LOC)")
-            env["GPI_USERS"] = ";".join([libpython, cocotb_tools.config.pygpi_entry_point()])
-        env["COCOTB_TOPLEVEL"] = TOP
-        env["COCOTB_TEST_MODULES"] = _SERVER
-        env["TOPLEVEL_LANG"] = "verilog"
-        env["COCOTB_RESULTS_FILE"] = str(self.run_dir / "results.xml")
-        if self.sim == "verilator":
-            env.setdefault("COCOTB_TRUST_INERTIAL_WRITES", "1")
-        env[ENV_FD] = str(fd)
-        env[ENV_CONFIG] = json.dumps(config)
-        return env
-
-    def _launch(self, config: dict, plusarg: str, waves: bool) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            with open(self.log_path, "wb") as log:
-                self._proc = subprocess.Popen(
-                    self._command(plusarg, waves), cwd=self.run_dir,
-                    env=self._environment(config, theirs.fileno()),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    pass_fds=[theirs.fileno()], preexec_fn=_die_with_parent(os.getpid()),
-                    start_new_session=True)
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
-        self._sock = ours
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last ``lines`` lines of the simulator's log."""
-        return log_tail(self.log_path, lines)
-
-    def _kill(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            try:
-                os.kill(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self._proc.wait()
-        if self._sock is not None:
-            self._sock.close()
-        self._closed = True
-
-    def _crashed(self, doing: str) -> SimulatorCrashed:
-        try:
-            code = self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            code = None
-        self._kill()
-        how = "did not exit" if code is None else (
-            f"was killed by signal {-code}" if code < 0 else f"exited with status {code}")
-        return SimulatorCrashed(f"{self.sim} simulator (pid {self._proc.pid}) {how} while {doing}; "
-                                f"run directory {self.run_dir}", code, self.log_tail())
 
     # ---- framing ------------------------------------------------------------------------------
     def _recv(self, nbytes: int, deadline: float, doing: str) -> bytes:
@@ -326,27 +361,6 @@ class RtlLink(HostLink):
         value, _ = self._call(Op.WAIT_IRQ, 0, timeout_cycles, extra_s=timeout_cycles / self.min_cycle_rate,
                               doing=f"waiting up to {timeout_cycles} cycles for irq")
         return bool(value)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._sock is not None:
-            self._sock.close()
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self._proc.pid, signal.SIGKILL)
-                self._proc.wait()
-            if not self.keep and self._proc.returncode == 0:
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     # ---- simulation only ----------------------------------------------------------------------
     def tick(self, cycles: int) -> None:

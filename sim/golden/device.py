@@ -13,14 +13,15 @@ import numpy as np
 
 from ...formats import E4M3, E5M2, FP16_169, FloatFormat
 from ...protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, GEMM_FLAGS, MAX_DIM,
-                         MAX_UPDATE_COUNT, STATUS_DONE, UPDATE_FLAGS, VERSION, Ctrl, Descriptor, ErrorCode,
-                         Flag, Irq, Opcode, OutFormat, Reg, Status)
+                         MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, STATUS_DONE, UPDATE_FLAGS, VERSION,
+                         Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status, pack_pcm_config)
 from .arith import matmul
 from .lfsr import LfsrBank
+from .pcm import PcmConfig, PcmTile
 from .update import sgd_update
 
-__all__ = ["DeviceConfig", "GoldenDevice", "check", "run_gemm", "run_update", "output_stage", "OUT_FORMATS",
-           "OUTPUT_SEED_SALT", "OPCODE_FLAGS"]
+__all__ = ["DeviceConfig", "GoldenDevice", "check", "run_gemm", "run_update", "run_pcm", "check_pcm_tile",
+           "output_stage", "OUT_FORMATS", "OUTPUT_SEED_SALT", "OPCODE_FLAGS", "PCM_OUT_BITS"]
 
 OUT_FORMATS = {OutFormat.FP16_169: FP16_169, OutFormat.E5M2: E5M2, OutFormat.E4M3: E4M3}
 #: The output conversion's random bits come from output lanes seeded with ``seed ^ OUTPUT_SEED_SALT``
@@ -28,8 +29,25 @@ OUT_FORMATS = {OutFormat.FP16_169: FP16_169, OutFormat.E5M2: E5M2, OutFormat.E4M
 OUTPUT_SEED_SALT = 0xA5A5_5A5A
 #: Flags each implemented opcode accepts (a FENCE ignores the GEMM flags).
 OPCODE_FLAGS = {Opcode.FENCE: GEMM_FLAGS, Opcode.GEMM: GEMM_FLAGS, Opcode.UPDATE: UPDATE_FLAGS}
+#: Codes with which a PCM command that reached the tile leaves it erased (``protocol.Descriptor``).
+_PCM_FAILURES = (ErrorCode.READ_ERROR, ErrorCode.WRITE_ERROR, ErrorCode.ABORTED, ErrorCode.BAD_OPERAND)
 #: The low half of an UPDATE's stride_a..c holds an FP16_169 code; the high half is reserved.
 _CODE_MASK = (1 << FP16_169.width) - 1
+
+
+#: Width of a PCM_MVM output word in memory (int32): a device's tile must fit its outputs in it.
+PCM_OUT_BITS = 32
+
+
+def check_pcm_tile(pcm) -> None:
+    """A device's PCM tile: a :class:`PcmConfig` whose fields fit the CONFIG_PCM* registers, whose
+    weights and DAC codes fit int16 and whose outputs fit int32 (the PCM descriptors' formats)."""
+    if not isinstance(pcm, PcmConfig):
+        raise TypeError(f"pcm must be a PcmConfig or None, not {type(pcm).__name__}")
+    if pcm.out_bits > PCM_OUT_BITS:
+        raise ValueError(f"the PCM tile's {pcm.out_bits}-bit outputs do not fit the descriptor's "
+                         f"{PCM_OUT_BITS}-bit words (fewer adc_bits or slices)")
+    pack_pcm_config({name: getattr(pcm, name) for layout in PCM_CONFIG_FIELDS.values() for name, _ in layout})
 
 
 @dataclass(frozen=True)
@@ -37,7 +55,8 @@ class DeviceConfig:
     """What a device reports in its CONFIG registers; results never depend on ``rows``/``cols``.
 
     ``opcodes`` are the commands the device executes; any other opcode completes with BAD_OPCODE. The
-    default is what the RTL accelerator implements.
+    default is what the RTL accelerator implements. ``pcm`` is the device's PCM tile (a
+    :class:`~.pcm.PcmConfig`, ``CONFIG_PCM*``) or None; with a tile, ``opcodes`` gains the PCM_* opcodes.
     """
     rows: int = 8
     cols: int = 8
@@ -45,11 +64,16 @@ class DeviceConfig:
     max_chunk: int = 4096
     ring_log2_max: int = 12
     opcodes: frozenset = frozenset({Opcode.FENCE, Opcode.GEMM, Opcode.UPDATE})
+    pcm: PcmConfig | None = None
 
     def __post_init__(self):
-        if not isinstance(self.opcodes, frozenset) or not self.opcodes <= OPCODE_FLAGS.keys():
+        allowed = OPCODE_FLAGS.keys() | (PCM_OPCODES if self.pcm is not None else set())
+        if not isinstance(self.opcodes, frozenset) or not self.opcodes <= allowed:
             raise ValueError(f"opcodes must be a frozenset of {', '.join(op.name for op in OPCODE_FLAGS)}, "
                              f"not {self.opcodes!r}")
+        if self.pcm is not None:
+            check_pcm_tile(self.pcm)
+            object.__setattr__(self, "opcodes", self.opcodes | PCM_OPCODES)
 
 
 def _row_bytes(desc: Descriptor):
@@ -75,12 +99,14 @@ def check(desc: Descriptor, reserved_clear: bool, config: DeviceConfig, window: 
     """The error a descriptor completes with before any data moves, in the hardware's order."""
     if desc.opcode not in config.opcodes:
         return ErrorCode.BAD_OPCODE
-    if not reserved_clear or desc.flags & ~OPCODE_FLAGS[desc.opcode]:
+    if not reserved_clear or desc.flags & ~OPCODE_FLAGS.get(desc.opcode, 0):
         return ErrorCode.RESERVED_BITS
     if desc.opcode == Opcode.FENCE:
         return ErrorCode.OK
     if desc.opcode == Opcode.UPDATE:
         return _check_update(desc, window)
+    if desc.opcode in PCM_OPCODES:
+        return _check_pcm(desc, config.pcm, window)
     if (desc.flags & Flag.OUT_FORMAT) >> FLAG_OUT_SHIFT not in OUT_FORMATS:
         return ErrorCode.BAD_FORMAT
     if not all(1 <= dim <= MAX_DIM for dim in (desc.m, desc.n, desc.k)):
@@ -127,6 +153,81 @@ def _check_update(desc: Descriptor, window: tuple[int, int]) -> ErrorCode:
     base, limit = window
     if any(addr < base or addr + -(-nbytes // ALIGN) * ALIGN > limit for addr, nbytes in buffers.values()):
         return ErrorCode.OUT_OF_WINDOW
+    return ErrorCode.OK
+
+
+#: The descriptor fields each PCM command uses (``protocol.Descriptor``); the others must be 0.
+PCM_FIELDS = {Opcode.PCM_PROGRAM: {"m", "n", "seed", "addr_a", "stride_a"},
+              Opcode.PCM_MVM: {"m", "n", "k", "chunk", "addr_a", "stride_a", "addr_d", "stride_d"},
+              Opcode.PCM_TIME: {"k"}}
+_PCM_ZERO = ("m", "n", "k", "chunk", "scale", "seed", "addr_a", "stride_a", "addr_b", "stride_b", "addr_c",
+             "stride_c", "addr_d", "stride_d")
+
+
+def _pcm_buffers(desc: Descriptor):
+    """(address, stride, rows, bytes per row) of a PCM command's operands (int16) and outputs (int32)."""
+    if desc.opcode == Opcode.PCM_PROGRAM:
+        return [(desc.addr_a, desc.stride_a, desc.m, 2 * desc.n)]
+    if desc.opcode == Opcode.PCM_MVM:
+        return [(desc.addr_a, desc.stride_a, desc.m, 2 * desc.k), (desc.addr_d, desc.stride_d, desc.m, 4 * desc.n)]
+    return []
+
+
+def _check_pcm(desc: Descriptor, tile: PcmConfig, window: tuple[int, int]) -> ErrorCode:
+    """PCM checks after BAD_OPCODE and the reserved flags, in order: RESERVED_BITS (a field the command
+    does not use is not 0), BAD_DIMENSION (PROGRAM: ``m, n`` not the tile's ``rows, cols``; MVM: ``m``
+    zero or above MAX_DIM, ``k, n`` not ``rows, cols``, ADC shift ``chunk`` above the accumulator
+    width; TIME: step ``k`` beyond the last), MISALIGNED and OUT_OF_WINDOW as for a GEMM's buffers."""
+    if any(getattr(desc, name) for name in _PCM_ZERO if name not in PCM_FIELDS[desc.opcode]):
+        return ErrorCode.RESERVED_BITS
+    if desc.opcode == Opcode.PCM_PROGRAM:
+        dims_ok = (desc.m, desc.n) == (tile.rows, tile.cols)
+    elif desc.opcode == Opcode.PCM_MVM:
+        dims_ok = (1 <= desc.m <= MAX_DIM and (desc.k, desc.n) == (tile.rows, tile.cols)
+                   and desc.chunk <= tile.acc_bits)
+    else:
+        dims_ok = desc.k < tile.time_steps
+    if not dims_ok:
+        return ErrorCode.BAD_DIMENSION
+    buffers = _pcm_buffers(desc)
+    if any(addr % ALIGN or stride % ALIGN or stride < row_bytes for addr, stride, _, row_bytes in buffers):
+        return ErrorCode.MISALIGNED
+    base, limit = window
+    if any(addr < base or addr + _span(addr, stride, rows, row_bytes) > limit
+           for addr, stride, rows, row_bytes in buffers):
+        return ErrorCode.OUT_OF_WINDOW
+    return ErrorCode.OK
+
+
+def run_pcm(desc: Descriptor, memory: np.ndarray, tile: PcmTile) -> ErrorCode:
+    """Execute a checked PCM command on ``tile`` and ``memory``; returns its completion code.
+
+    PROGRAM reads the int16 weights (a code beyond ``±w_max``: BAD_OPERAND, the tile erased); MVM and
+    TIME need a programmed tile (NOT_PROGRAMMED); MVM reads and checks each vector's int16 DAC codes in
+    turn (beyond ``±x_max``: BAD_OPERAND, the tile erased, the earlier vectors' outputs written), runs
+    it (one read of the tile) with ADC shift ``chunk`` and writes its int32 outputs.
+    """
+    c = tile.config
+    if desc.opcode == Opcode.PCM_PROGRAM:
+        w = _read_matrix(memory, desc.addr_a, desc.stride_a, desc.m, desc.n, 2).view("<i2").astype(np.int64)
+        if np.abs(w).max() > c.w_max:
+            tile.erase()
+            return ErrorCode.BAD_OPERAND
+        tile.program(w, desc.seed)
+        return ErrorCode.OK
+    if not tile.programmed:
+        return ErrorCode.NOT_PROGRAMMED
+    if desc.opcode == Opcode.PCM_TIME:
+        tile.set_step(desc.k)
+        return ErrorCode.OK
+    x = _read_matrix(memory, desc.addr_a, desc.stride_a, desc.m, desc.k, 2).view("<i2").astype(np.int64)
+    for b, vector in enumerate(x):
+        if np.abs(vector).max() > c.x_max:
+            tile.erase()
+            return ErrorCode.BAD_OPERAND
+        y = tile.mvm(vector, desc.chunk).astype("<i4").view(np.uint8)
+        start = desc.addr_d + b * desc.stride_d
+        memory[start:start + y.size] = y
     return ErrorCode.OK
 
 
@@ -223,6 +324,7 @@ class GoldenDevice:
                      Reg.WINDOW_LIMIT: 0}
         self.done = 0
         self.mac_cycles = 0
+        self.pcm = None if config.pcm is None else PcmTile(config.pcm)
 
     # -- host operations ------------------------------------------------------------------------
     def read_csr(self, addr: int) -> int:
@@ -230,6 +332,9 @@ class GoldenDevice:
         fixed = {Reg.ID: DEVICE_ID, Reg.VERSION: VERSION,
                  Reg.CONFIG_ARRAY: config.rows | config.cols << 8 | config.rbits << 16,
                  Reg.CONFIG_LIMITS: config.max_chunk | config.ring_log2_max << 16,
+                 **pack_pcm_config(None if config.pcm is None else
+                                   {name: getattr(config.pcm, name)
+                                    for layout in PCM_CONFIG_FIELDS.values() for name, _ in layout}),
                  Reg.STATUS: Status.ERROR if self.regs[Reg.ERROR] else 0,
                  Reg.PERF_DONE: self.done}
         if addr in fixed:
@@ -268,8 +373,10 @@ class GoldenDevice:
 
     # -- the command engine ---------------------------------------------------------------------
     def execute(self, desc: Descriptor) -> ErrorCode:
-        """Run a checked GEMM or UPDATE and return its completion code; a bench that mirrors a device
-        without the datapath, or with injected bus errors, overrides this and nothing else."""
+        """Run a checked GEMM, UPDATE or PCM command and return its completion code; a bench that mirrors
+        a device without the datapath, or with injected bus errors, overrides this and nothing else."""
+        if desc.opcode in PCM_OPCODES:
+            return run_pcm(desc, self.memory, self.pcm)
         run = run_update if desc.opcode == Opcode.UPDATE else run_gemm
         run(desc, self.memory, self.config)
         return ErrorCode.OK
@@ -285,6 +392,8 @@ class GoldenDevice:
             code = check(desc, reserved_clear, self.config, (regs[Reg.WINDOW_BASE], regs[Reg.WINDOW_LIMIT]))
             if code == ErrorCode.OK and desc.opcode != Opcode.FENCE:
                 code = self.execute(desc)
+                if desc.opcode in PCM_OPCODES and code in _PCM_FAILURES:
+                    self.pcm.erase()
             self.write_mem(slot + 4, int(STATUS_DONE | code).to_bytes(4, "little"))
             regs[Reg.RING_TAIL] = (regs[Reg.RING_TAIL] + 1) & 0xFFFF
             regs[Reg.IRQ_STATUS] |= Irq.DONE | (Irq.ERROR if code else 0)

@@ -361,6 +361,11 @@ class PcmTile:
                              c.nu_max)
         self.step = 0
 
+    def erase(self) -> None:
+        """Forget the programming, as a PCM command that fails on the device does (``protocol.Descriptor``)."""
+        self.level = self.g = self.nu = None
+        self.step = 0
+
     def set_step(self, k: int) -> None:
         """TIME: the devices are now at time step ``k`` after programming."""
         if not self.programmed:
@@ -426,10 +431,16 @@ def command_error(tile: PcmTile, op: int, arg: int) -> PcmError:
 ALPHA_FRAC = 16
 
 
-def reference_read(tile: PcmTile, adc_shift: int) -> int:
-    """``sum |Y|`` over the MVMs of every one-hot input ``x_max e_i`` (``rows`` MVMs, in ``i`` order)."""
+def reference_read(tile, adc_shift: int, rows: int | None = None, cols: int | None = None) -> int:
+    """``sum |Y|`` over the MVMs of the one-hot inputs ``x_max e_i``, ``i < rows`` (one MVM each, in ``i``
+    order), and the outputs ``j < cols`` (by default the whole tile; a matrix smaller than its tile uses
+    its own rows and columns)."""
     c = tile.config
-    return int(np.abs(tile.mvm(np.eye(c.rows, dtype=np.int64) * c.x_max, adc_shift)).sum())
+    rows = c.rows if rows is None else rows
+    cols = c.cols if cols is None else cols
+    x = np.zeros((rows, c.rows), dtype=np.int64)
+    x[np.arange(rows), np.arange(rows)] = c.x_max
+    return int(np.abs(tile.mvm(x, adc_shift)[:, :cols]).sum())
 
 
 def alpha_code(baseline: int, current: int) -> int:
@@ -473,20 +484,35 @@ class PcmMatrix:
         PROGRAM's seed (every device's noise).
     calibration : array (n, inputs), optional
         Typical inputs for the ADC range.
+    tile : optional
+        The tile to program: a :class:`PcmTile` or anything with its ``config``, ``program``, ``mvm``
+        and ``advance`` (``Device.pcm`` passes one that submits PCM_* descriptors). A matrix smaller
+        than the tile takes its first rows and columns; the rest get zero weights and zero inputs.
+        Without it, a new :class:`PcmTile` of the matrix's size.
     config : dict
-        Further ``PcmConfig`` arguments (``slices``, ``adc_bits``, ...).
+        Further ``PcmConfig`` arguments (``slices``, ``adc_bits``, ...) of the new tile (not with ``tile``).
     """
 
-    def __init__(self, weights, *, seed: int, calibration=None, **config):
+    def __init__(self, weights, *, seed: int, calibration=None, tile=None, **config):
         w = np.asarray(weights, dtype=np.float64)
         if w.ndim != 2 or not np.isfinite(w).all():
             raise ValueError(f"weights must be a finite 2-D array, not shape {w.shape}")
-        self.config = c = PcmConfig(rows=w.shape[0], cols=w.shape[1], **config)
+        if tile is None:
+            tile = PcmTile(PcmConfig(rows=w.shape[0], cols=w.shape[1], **config))
+        elif config:
+            raise ValueError(f"{', '.join(sorted(config))}: the tile's configuration is fixed; "
+                             "PcmConfig arguments go with a new tile only")
+        self.config = c = tile.config
+        if w.shape[0] > c.rows or w.shape[1] > c.cols:
+            raise ValueError(f"a {w.shape[0]}x{w.shape[1]} matrix does not fit the {c.rows}x{c.cols} tile")
+        self.rows, self.cols = w.shape
         peak = np.abs(w).max()
         self.w_scale = c.w_max / peak if peak > 0 else 1.0
         self.codes = codes = np.rint(w * self.w_scale).astype(np.int64)
-        self.tile = PcmTile(c)
-        self.tile.program(codes, seed)
+        self.tile = tile
+        padded = np.zeros((c.rows, c.cols), dtype=np.int64)
+        padded[:self.rows, :self.cols] = codes
+        self.tile.program(padded, seed)
         # Per-pair column sums are at most what the top digits give; the ADC must hold the largest.
         digits = _levels_of(codes, c.slices)
         unit = c.g_max_code / (LEVELS - 1)
@@ -497,14 +523,14 @@ class PcmMatrix:
             peak_acc = np.abs(np.einsum("bi,ijk->bjk", x, digits[..., 0] - digits[..., 1])).max() * unit
         self.adc_shift = adc_shift_for(c, peak_acc)
         self.ref_shift = adc_shift_for(c, c.x_max * c.g_max_code)
-        self.baseline = reference_read(self.tile, self.ref_shift)
+        self.baseline = reference_read(self.tile, self.ref_shift, self.rows, self.cols)
         self.alpha = alpha_code(self.baseline, self.baseline)
 
     def dac(self, x) -> tuple:
         """DAC codes of real inputs (``batch x inputs``) and each vector's scale."""
         x = np.asarray(x, dtype=np.float64)
-        if x.ndim != 2 or x.shape[1] != self.config.rows or not np.isfinite(x).all():
-            raise ValueError(f"x must be a finite array of shape (batch, {self.config.rows}), not {x.shape}")
+        if x.ndim != 2 or x.shape[1] != self.rows or not np.isfinite(x).all():
+            raise ValueError(f"x must be a finite array of shape (batch, {self.rows}), not {x.shape}")
         peak = np.abs(x).max(axis=1, keepdims=True)
         scale = np.where(peak > 0, self.config.x_max / np.where(peak > 0, peak, 1), 1.0)
         return np.rint(x * scale).astype(np.int64), scale
@@ -512,12 +538,14 @@ class PcmMatrix:
     def advance(self, seconds: float) -> None:
         """Let ``seconds`` pass; the reference read gives the new compensation factor."""
         self.tile.advance(seconds)
-        self.alpha = alpha_code(self.baseline, reference_read(self.tile, self.ref_shift))
+        self.alpha = alpha_code(self.baseline, reference_read(self.tile, self.ref_shift, self.rows, self.cols))
 
     def mvm(self, x, *, compensate_drift: bool = True) -> np.ndarray:
         """``x @ W`` through the tile (``x``: one input vector or batch x inputs), real-valued."""
         codes, scale = self.dac(np.atleast_2d(x))
-        y = self.tile.mvm(codes, self.adc_shift)
+        padded = np.zeros((codes.shape[0], self.config.rows), dtype=np.int64)
+        padded[:, :self.rows] = codes
+        y = self.tile.mvm(padded, self.adc_shift)[:, :self.cols]
         if compensate_drift:
             y = compensate(y, self.alpha)
         unit = self.config.g_max_code / (LEVELS - 1)
@@ -526,16 +554,17 @@ class PcmMatrix:
 
 
 class PcmAccessor:
-    """``Device("golden").pcm``: ``program(weights)``, ``mvm(x)``, ``advance(seconds)`` on a
-    :class:`PcmMatrix`; programming ``n`` of the device uses seed ``seed + n``."""
+    """``Device.pcm``: ``program(weights)``, ``mvm(x)``, ``advance(seconds)`` on a :class:`PcmMatrix` on
+    the device's ``tile``; programming ``n`` of the device uses seed ``seed + n``."""
 
-    def __init__(self, seed: int):
-        self.seed, self.programs, self.matrix = seed, 0, None
+    def __init__(self, seed: int, tile):
+        self.seed, self.tile, self.programs, self.matrix = seed, tile, 0, None
 
-    def program(self, weights, *, calibration=None, **config) -> None:
-        """Program ``weights`` (inputs x outputs) onto a fresh tile; ``config`` as :class:`PcmConfig`."""
+    def program(self, weights, *, calibration=None) -> None:
+        """Program ``weights`` (inputs x outputs, at most the tile's rows x cols) onto the tile."""
         seed = (self.seed + self.programs) & 0xFFFF_FFFF
-        self.matrix = PcmMatrix(weights, seed=seed, calibration=calibration, **config)
+        self.matrix = None
+        self.matrix = PcmMatrix(weights, seed=seed, calibration=calibration, tile=self.tile)
         self.programs += 1
 
     def _programmed(self) -> PcmMatrix:
