@@ -20,6 +20,18 @@ test-long: $(STAMP)
 test-icarus: $(STAMP)
 	SIM=icarus $(PYTEST) -m rtl tests/ || test $$? -eq 5
 
+# Formal proofs (SymbiYosys from YoWASP, Yices from PyPI) of the CSR slave, the DMA master and the UART
+# frame parser, which also run in `make test`, plus a bounded check of the DMA as the engine builds it.
+.PHONY: test-formal
+test-formal: $(STAMP)
+	FP8TRAIN_LONG=1 $(VENV)/bin/python -m pytest tests/test_formal.py
+
+# Gate-level simulation: the smallest accelerator synthesised for iCE40 (minutes, cached in build/gate/)
+# and its netlist running GEMMs under Verilator, checked against the golden model.
+.PHONY: test-gate
+test-gate: $(STAMP)
+	FP8TRAIN_GATE=1 $(VENV)/bin/python -m pytest tests/test_gate.py
+
 # The main job: Verilog, the digits MLP trained with the FP8 recipe on the golden model (full run) and on
 # the simulated RTL (first DEMO_STEPS steps, checked bit for bit against the golden run), the ablations
 # table and plot, and the accumulation experiment.
