@@ -11,8 +11,10 @@ from fp8train.hw.array.systolic import SystolicArray
 from fp8train.sim.benches import harness
 
 # Two elaborations (each a separate simulator build): square, and non-square with fewer random bits
-# so that a row/column mix-up or a slicing error of the lane's draw cannot pass unnoticed.
-CONFIGS = [(2, 2, 8), (4, 3, 5)]
+# so that a row/column mix-up or a slicing error of the lane's draw cannot pass unnoticed. The 16x16
+# array (256 PEs, 16 MB of Verilog) runs in ``make test-long`` under Verilator only.
+LONG = os.environ.get("FP8TRAIN_LONG") == "1" and os.environ.get("SIM", "verilator") == "verilator"
+CONFIGS = [(2, 2, 8), (4, 3, 5)] + ([(16, 16, 8)] if LONG else [])
 
 
 @pytest.mark.rtl
