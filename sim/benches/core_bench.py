@@ -197,6 +197,26 @@ class CoreTB:
         await self.write(Reg.IRQ_STATUS, Irq.DONE | Irq.ERROR)
         return cycles
 
+    async def run_ring_with_abort(self, descs, after_cycles=600):
+        """Submit ``descs``, set CTRL.ABORT ``after_cycles`` later (inside the first, the victim) and
+        wait for the tail. The victim's D rows may be partly written: golden takes them from the RAM."""
+        victim = descs[0]
+        for desc in descs:
+            self.write_mem(RING_BASE + (self.head % 16) * DESCRIPTOR_BYTES, desc.pack())
+            self.head += 1
+        await self.write(Reg.RING_HEAD, self.head)
+        for _ in range(after_cycles):
+            await RisingEdge(self.dut.clk)
+        await self.csr.write(Reg.CTRL, int(Ctrl.ENABLE | Ctrl.ABORT).to_bytes(4, "little"))
+
+        async def finish():
+            while await self.read(Reg.RING_TAIL) != self.head:
+                pass
+        await with_timeout(finish(), TIMEOUT_US, "us")
+        span = victim.m * victim.stride_d
+        self.golden.memory[victim.addr_d:victim.addr_d + span] = np.frombuffer(
+            self.ram.read(victim.addr_d, span), np.uint8)
+
     def check(self, what, descs, codes=None):
         for index, desc in enumerate(descs):
             want = check(desc, True, self.config, WINDOW)
@@ -318,22 +338,8 @@ async def test_abort(dut):
     victim = tb.gemm(16, 16, 64)
     good = tb.gemm(3, 2, 9, out=OutFormat.E4M3)
     tb.golden_fails(victim, ErrorCode.ABORTED)
-    for desc in (victim, good):
-        tb.write_mem(RING_BASE + (tb.head % 16) * DESCRIPTOR_BYTES, desc.pack())
-        tb.head += 1
-    await tb.write(Reg.RING_HEAD, tb.head)
-    for _ in range(600):                                 # well inside the victim's ~4,500 cycles
-        await RisingEdge(dut.clk)
-    await tb.csr.write(Reg.CTRL, int(Ctrl.ENABLE | Ctrl.ABORT).to_bytes(4, "little"))
-
-    async def finish():
-        while await tb.read(Reg.RING_TAIL) != tb.head:
-            pass
-    await with_timeout(finish(), TIMEOUT_US, "us")
+    await tb.run_ring_with_abort([victim, good], after_cycles=600)    # well inside the victim's ~4,500
     tb.check_statuses("abort", [ErrorCode.ABORTED, ErrorCode.OK])
-    span = victim.m * victim.stride_d
-    tb.golden.memory[victim.addr_d:victim.addr_d + span] = np.frombuffer(
-        tb.ram.read(victim.addr_d, span), np.uint8)
     tb.check("abort", [victim, good])
     await tb.check_registers("abort")
 
@@ -439,21 +445,7 @@ async def test_pcm_abort(dut):
     victim = tb.pcm_mvm(40)
     tb.golden_fails(victim, ErrorCode.ABORTED)
     descs = [victim, tb.pcm_mvm(1), tb.pcm_program(), tb.pcm_mvm(2)]
-    for desc in descs:
-        tb.write_mem(RING_BASE + (tb.head % 16) * DESCRIPTOR_BYTES, desc.pack())
-        tb.head += 1
-    await tb.write(Reg.RING_HEAD, tb.head)
-    for _ in range(600):
-        await RisingEdge(dut.clk)
-    await tb.csr.write(Reg.CTRL, int(Ctrl.ENABLE | Ctrl.ABORT).to_bytes(4, "little"))
-
-    async def finish():
-        while await tb.read(Reg.RING_TAIL) != tb.head:
-            pass
-    await with_timeout(finish(), TIMEOUT_US, "us")
-    span = victim.m * victim.stride_d
-    tb.golden.memory[victim.addr_d:victim.addr_d + span] = np.frombuffer(tb.ram.read(victim.addr_d, span),
-                                                                          np.uint8)
+    await tb.run_ring_with_abort(descs, after_cycles=600)
     tb.check("pcm abort", [], None)
     assert _statuses(tb, len(descs)) == [ErrorCode.ABORTED, ErrorCode.NOT_PROGRAMMED, ErrorCode.OK, ErrorCode.OK]
     await tb.check_registers("pcm abort")
