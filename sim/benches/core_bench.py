@@ -296,37 +296,34 @@ async def test_updates(dut):
     await _run(dut, descs, "updates", 6)
 
 
-@cocotb.test()
-async def test_read_error(dut):
-    """A read SLVERR on A ends the GEMM with READ_ERROR; the next GEMM in the ring is correct."""
-    tb = CoreTB(dut, 3)
+async def _fault_then_good(dut, seed, what, code, descs):
+    """``descs(tb)`` gives a GEMM with a buffer at FAULT_BASE and a good one: the first ends with ``code``
+    and leaves D untouched, the next in the ring is correct."""
+    tb = CoreTB(dut, seed)
     await tb.start()
-    bad = tb.gemm(2, 3, 5).replace(addr_a=FAULT_BASE)
-    good = tb.gemm(3, 2, 9, out=OutFormat.E5M2)
-    tb.golden_fails(bad, ErrorCode.READ_ERROR)           # D stays untouched
+    bad, good = descs(tb)
+    tb.golden_fails(bad, code)
     tb.ram.faults_on = True
     await tb.run_ring([bad, good])
     tb.ram.faults_on = False
-    tb.check_statuses("read error", [ErrorCode.READ_ERROR, ErrorCode.OK])
-    tb.check("read error", [bad, good])
-    await tb.check_registers("read error")
+    tb.check_statuses(what, [code, ErrorCode.OK])
+    tb.check(what, [bad, good])
+    await tb.check_registers(what)
+
+
+@cocotb.test()
+async def test_read_error(dut):
+    """A read SLVERR on A ends the GEMM with READ_ERROR; the next GEMM in the ring is correct."""
+    await _fault_then_good(dut, 3, "read error", ErrorCode.READ_ERROR, lambda tb: (
+        tb.gemm(2, 3, 5).replace(addr_a=FAULT_BASE), tb.gemm(3, 2, 9, out=OutFormat.E5M2)))
 
 
 @cocotb.test()
 async def test_write_error(dut):
     """A write SLVERR on D ends the GEMM with WRITE_ERROR (nothing of D lands: every burst is
     refused); the next GEMM is correct."""
-    tb = CoreTB(dut, 4)
-    await tb.start()
-    bad = tb.gemm(3, 3, 9, out=OutFormat.E5M2).replace(addr_d=FAULT_BASE)
-    good = tb.gemm(2, 3, 5)
-    tb.golden_fails(bad, ErrorCode.WRITE_ERROR)
-    tb.ram.faults_on = True
-    await tb.run_ring([bad, good])
-    tb.ram.faults_on = False
-    tb.check_statuses("write error", [ErrorCode.WRITE_ERROR, ErrorCode.OK])
-    tb.check("write error", [bad, good])
-    await tb.check_registers("write error")
+    await _fault_then_good(dut, 4, "write error", ErrorCode.WRITE_ERROR, lambda tb: (
+        tb.gemm(3, 3, 9, out=OutFormat.E5M2).replace(addr_d=FAULT_BASE), tb.gemm(2, 3, 5)))
 
 
 @cocotb.test()
