@@ -49,8 +49,9 @@ def check_rbits(rbits) -> None:
 class PipelinedPE(wiring.Component):
     """The pipeline shared by :class:`ProcessingElement` and the FP32 comparison PE
     (:class:`~fp8train.hw.reference.pe.ReferencePE`): input registers, LFSR lane, chunk and total
-    accumulators, drain register. A subclass says how a beat's product is formed (:meth:`_product`)
-    and which formats it accepts; ``in_fmt`` and ``acc_fmt`` are checked to be formats here.
+    accumulators, drain register. A subclass says how a beat's product is formed, as
+    ``_product(m, a, b, beat)`` returning the ``acc_fmt`` code of ``a * b`` (operand codes in the input
+    registers, ``beat`` their flags), and which formats it accepts; ``in_fmt`` and ``acc_fmt`` are checked to be formats here.
     """
 
     def __init__(self, *, in_fmt: FloatFormat, acc_fmt: FloatFormat, rbits: int):
@@ -66,10 +67,6 @@ class PipelinedPE(wiring.Component):
             "ctl_in": In(CONTROL), "ctl_out": Out(CONTROL),
             "drain_in": In(drain), "drain_out": Out(drain),
         })
-
-    def _product(self, m: Module, a, b, beat):
-        """The ``acc_fmt`` code of ``a * b`` (operand codes in the input registers; ``beat`` their flags)."""
-        raise NotImplementedError
 
     def elaborate(self, platform):
         m = Module()
