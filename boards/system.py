@@ -37,16 +37,18 @@ class AcceleratorSystem(wiring.Component):
 
     Parameters
     ----------
-    rows, cols, k_block, max_chunk, rbits
+    rows, cols, k_block, max_chunk, update_lanes, rbits
         The accelerator's (see :class:`~fp8train.hw.core.Accelerator`).
     mem_size : int
         Bytes of on-chip host memory (a power of two).
     """
 
-    def __init__(self, *, rows: int, cols: int, k_block: int, max_chunk: int, mem_size: int, rbits: int = 8):
+    def __init__(self, *, rows: int, cols: int, k_block: int, max_chunk: int, mem_size: int, update_lanes: int = 4,
+                 rbits: int = 8):
         from fp8train.hw.core import Accelerator
 
-        self.accelerator = Accelerator(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, k_block=k_block)
+        self.accelerator = Accelerator(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, k_block=k_block,
+                                       update_lanes=update_lanes)
         m_axi = self.accelerator.signature.members["m_axi"].signature
         self.memory = HostMemory(size=mem_size, addr_width=m_axi.addr_width, id_width=m_axi.id_width)
         self.mem_size = mem_size

@@ -38,6 +38,7 @@ class BoardConfig:
     k_block: int
     max_chunk: int
     mem_size: int
+    update_lanes: int = 4
     reset_button: tuple = ("button", 0)
     baud: int = 115_200
     variants: dict = field(default_factory=dict)   # --device choice -> platform class
@@ -49,10 +50,10 @@ class BoardConfig:
 BOARDS = {
     "icebreaker": BoardConfig(
         name="icebreaker", family="ice40", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        freq_mhz=6.0, rows=1, cols=1, k_block=8, max_chunk=64, mem_size=1 << 17),
+        freq_mhz=6.0, rows=1, cols=1, k_block=8, max_chunk=64, mem_size=1 << 17, update_lanes=1),
     "ulx3s": BoardConfig(
         name="ulx3s", family="ecp5", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        freq_mhz=12.5, rows=4, cols=4, k_block=64, max_chunk=4096, mem_size=1 << 17,
+        freq_mhz=12.5, rows=8, cols=6, k_block=64, max_chunk=4096, mem_size=1 << 17, update_lanes=1,
         reset_button=("button_pwr", 0),
         variants={"12f": "amaranth_boards.ulx3s:ULX3S_12F_Platform",
                   "25f": "amaranth_boards.ulx3s:ULX3S_25F_Platform",
@@ -87,11 +88,12 @@ class BoardTop(Elaboratable):
     def __init__(self, config: BoardConfig, **overrides):
         if not isinstance(config, BoardConfig):
             raise TypeError(f"config must be a BoardConfig, not {config!r}")
-        unknown = set(overrides) - {"rows", "cols", "k_block", "max_chunk", "mem_size", "freq_mhz", "baud"}
+        unknown = set(overrides) - {"rows", "cols", "k_block", "max_chunk", "mem_size", "update_lanes", "freq_mhz",
+                                    "baud"}
         if unknown:
             raise TypeError(f"unknown board parameters {', '.join(sorted(unknown))}")
         values = {key: overrides.get(key, getattr(config, key))
-                  for key in ("rows", "cols", "k_block", "max_chunk", "mem_size", "freq_mhz")}
+                  for key in ("rows", "cols", "k_block", "max_chunk", "mem_size", "update_lanes", "freq_mhz")}
         self.config, self.freq_mhz = config, values.pop("freq_mhz")
         self.baud = overrides.get("baud", config.baud)
         if config.family == "ice40" and self.freq_mhz < 16:

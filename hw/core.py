@@ -14,7 +14,7 @@ from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.controller import TileController
 from fp8train.hw.engine import BEAT, WORD, CommandEngine, executor_members
 from fp8train.hw.pcm.executor import PcmExecutor
-from fp8train.hw.update import UpdateExecutor
+from fp8train.hw.update import UpdateExecutor, check_lanes
 from fp8train.protocol import PCM_OPCODES, Opcode
 from fp8train.sim.golden.device import check_pcm_tile
 from fp8train.sim.golden.pcm import PcmConfig
@@ -37,6 +37,9 @@ class Accelerator(wiring.Component):
         k values per operand scratchpad block (a multiple of 8).
     a_slots : int
         Row tiles the A scratchpad holds per buffer (``TileController``'s A panel).
+    update_lanes : int
+        Elements per cycle of the weight-update datapath (4, 2 or 1: :class:`~fp8train.hw.update.UpdateUnit`),
+        an area knob for small FPGAs; results do not depend on it.
     pcm : PcmConfig or None
         The PCM tile behind PCM_PROGRAM / PCM_MVM / PCM_TIME (:class:`~fp8train.hw.pcm.executor.PcmExecutor`),
         or None: no tile, the PCM opcodes complete BAD_OPCODE.
@@ -49,11 +52,13 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, rbits: int = 8, max_chunk: int = 4096, k_block: int = 256,
-                 a_slots: int = 4, pcm: PcmConfig | None = None):
+                 a_slots: int = 4, update_lanes: int = 4, pcm: PcmConfig | None = None):
         if isinstance(k_block, bool) or not isinstance(k_block, int) or k_block < 8 or k_block % 8:
             raise ValueError(f"k_block must be a positive multiple of 8, not {k_block!r}")
         self.rows, self.cols, self.rbits = rows, cols, rbits
         self.max_chunk, self.k_block, self.a_slots = max_chunk, k_block, a_slots
+        check_lanes(update_lanes)
+        self.update_lanes = update_lanes
         if pcm is not None:
             check_pcm_tile(pcm)
         self.pcm = pcm
@@ -80,7 +85,8 @@ class Accelerator(wiring.Component):
         m.submodules.keys = keys = LaneKeyHasher()
         m.submodules.output_keys = output_keys = LaneKeyHasher()
         m.submodules.update = update = UpdateExecutor(rbits=self.rbits, addr_width=self.engine.addr_width,
-                                                      length_width=self.engine.dma.length_width)
+                                                      length_width=self.engine.dma.length_width,
+                                                      lanes=self.update_lanes)
 
         wiring.connect(m, wiring.flipped(self.s_axil), engine.s_axil)
         wiring.connect(m, engine.m_axi, wiring.flipped(self.m_axi))

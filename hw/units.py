@@ -111,13 +111,12 @@ UNITS = [
         **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("c_add_", "value_", "to_")},
     }),
     Unit("lane_key_hasher", LaneKeyHasher),
-    Unit("update_unit", lambda: UpdateUnit(rbits=8), waivers={
+    *(Unit(name, lambda lanes=lanes: UpdateUnit(rbits=8, lanes=lanes), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
         "UNUSEDSIGNAL:seed": "the seed port is 32 bits wide, a lane state 31: bit 31 is not used",
-        **{f"UNUSEDSIGNAL:{name}": _INLINED
-           for name in (*_UPDATE_ARITH, "advance", "s6_valid")},
-    }),
+        **{f"UNUSEDSIGNAL:{name}": _INLINED for name in _UPDATE_ARITH},
+    }) for name, lanes in (("update_unit", 4), ("update_unit_one_lane", 1))),
     Unit("update_executor", lambda: UpdateExecutor(block=128, rbits=8), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
@@ -130,10 +129,10 @@ UNITS = [
                                     "complete when its last word is in",
         **{f"UNUSEDSIGNAL:{name}": "Amaranth declares a wire in the parent for each port signal of the "
                                    "update unit, an alias of the net it is connected to"
-           for name in ("copy_format", "i__ready", "lr", "momentum", "mu", "o__ready", "scale", "stochastic",
-                        "wd", "weight_decay")},
+           for name in ("copy_format", "lr", "momentum", "mu", "o__ready", "scale", "stochastic", "wd",
+                        "weight_decay")},
         **{f"UNUSEDSIGNAL:{name}": _INLINED
-           for name in (*_UPDATE_ARITH, "s6_valid", "code", "read_*", "write_*", "w_beats8", "writer_busy",
+           for name in (*_UPDATE_ARITH, "code", "read_*", "write_*", "w_beats8", "writer_busy",
                         "valid_bytes")},
     }),
     Unit("fp_convert", lambda: FpConvert(src=FP16_169, dst=E5M2), waivers={
@@ -150,7 +149,7 @@ UNITS = [
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
         "DECLFILENAME": "Amaranth writes the processing elements as modules into the top's one file",
-        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("chunk_add_", "total_add_", "product_")},
+        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("add_", "product_")},
         **{f"UNUSEDSIGNAL:{port}*": _PORT_ALIASES
            for port in ("ctl_in", "west", "east", "north", "south", "drain_in__", "drain_out__")},
     }),
@@ -208,10 +207,10 @@ UNITS = [
                         "o__*", "out_*", "port__addr", "read__addr", "relu",
                         "s_axil_*", "saturate", "scale", "seed", "south", "stochastic", "west")},
         **{f"UNUSEDSIGNAL:{name.rstrip('*')}*": _INLINED
-           for name in ("beats", "c_add_*", "c_start", "capped", "chunk_add_*", "code",
+           for name in ("add_*", "beats", "c_add_*", "c_start", "capped", "code",
                         "count", "d_end", "d_first", "d_rel*", "eng_wdata", "irq_set",
                         "owner_exec", "product_*", "span", "span_*", "to_boundary", "to_e*", "to_fp16*",
-                        "total_add_*", "value_*")},
+                        "value_*")},
         **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
            for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
                         "w_port__data", "w_data", "r_data", "r_rdy", "rd_data__*", "r_data$*", "r_rdy$*",
@@ -221,7 +220,7 @@ UNITS = [
                         "momentum", "mu", "wd", "weight_decay")},
         **{f"UNUSEDSIGNAL:{name}": _INLINED
            for name in ("issue_*", "feed_*", "write_*", "read_*", "hash_rows", "stored_row", "tile_row",
-                        "c_slot", "c_word", "valid_bytes", "w_beats8", "writer_busy", "s6_valid",
+                        "c_slot", "c_word", "valid_bytes", "w_beats8", "writer_busy",
                         *_UPDATE_ARITH)},
     }),
     Unit("pcm_tile", lambda: PcmTileUnit(PcmConfig(rows=4, cols=3, slices=2)), waivers={
@@ -259,7 +258,7 @@ UNITS = [
     Unit("reference_pe", lambda: ReferencePE(rbits=8), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
-        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("chunk_add_", "total_add_", "product_")},
+        **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("add_", "product_")},
     }),
     Unit("host_memory", lambda: HostMemory(size=4096), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",

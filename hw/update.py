@@ -3,11 +3,11 @@
 Golden counterpart: :func:`fp8train.sim.golden.update.sgd_update` (every step rounded once into
 FP16_169, the weight addition stochastically if asked, as Wang et al. 2018 keep master weights and the
 update in FP16). :class:`UpdateUnit` is the element-wise datapath, one 64-bit bus beat (four elements)
-per cycle; :class:`UpdateExecutor` is the command engine's executor for UPDATE descriptors, moving the
-buffers through the DMA in blocks.
+per cycle, or with fewer ``lanes`` one every 2 or 4 cycles; :class:`UpdateExecutor` is the command
+engine's executor for UPDATE descriptors, moving the buffers through the DMA in blocks.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, ResetInserter, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -24,7 +24,7 @@ from fp8train.sim.golden.lfsr import (OUTPUT_FALLBACK_STATE, STATE_BITS, STATE_M
                                       row_key)
 from fp8train.sim.golden.update import LANES, SCALE_RANGE
 
-__all__ = ["UpdateUnit", "UpdateExecutor", "update_in_layout", "update_out_layout", "LATENCY"]
+__all__ = ["UpdateUnit", "UpdateExecutor", "update_in_layout", "update_out_layout", "check_lanes", "LATENCY"]
 
 ELEM = FP16_169.width
 SIGN = 1 << (ELEM - 1)
@@ -63,16 +63,21 @@ class UpdateUnit(wiring.Component):
     ----------
     rbits : int
         Random bits per stochastic weight rounding, 1 to 16 (the device's ``rbits``).
+    lanes : int
+        Elements computed per cycle: 4 (a beat per cycle), 2 or 1 (a beat every 2 or 4 cycles, a half
+        or a quarter of the datapath: the unit is most of a small accelerator's area, README
+        "Resources and Fmax"). Results are the same for every value.
 
     Members
     -------
     i : In(stream.Signature(update_in_layout()))
         Input beats. ``v`` is ignored without ``momentum``. Every accepted beat draws once from the
         four LFSR lanes (lane p for element p), whether or not ``stochastic`` is set, so beat ``b``
-        gets golden ``update_rand`` draw ``b``. ``i.ready = ~o.valid | o.ready``.
+        gets golden ``update_rand`` draw ``b``. A beat is taken with its last group of ``lanes``
+        elements; ``i.ready`` is low while the others enter and while the output waits.
     o : Out(stream.Signature(update_out_layout()))
-        Results, :data:`LATENCY` cycles after their beat when ``o.ready`` stays high; one beat per
-        cycle. Backpressure stalls the whole pipeline (nothing is dropped).
+        Results, :data:`LATENCY` cycles after their beat's last group when ``o.ready`` stays high.
+        Backpressure stalls the whole pipeline (nothing is dropped).
     seed : In(32), load : In(1)
         On an edge with ``load`` lane p starts over at golden ``output_state(seed, p, 0)``
         (``LfsrBank.for_outputs(seed, 4, 1, rbits)``); load before the command's first beat.
@@ -84,10 +89,11 @@ class UpdateUnit(wiring.Component):
         FP16_169 codes. The options are command constants: hold them while beats are in the pipeline.
     """
 
-    def __init__(self, *, rbits: int = 8):
+    def __init__(self, *, rbits: int = 8, lanes: int = LANES):
         if not isinstance(rbits, int) or isinstance(rbits, bool) or not 1 <= rbits <= MAX_RBITS:
             raise ValueError(f"rbits must be an integer from 1 to {MAX_RBITS}, not {rbits!r}")
-        self.rbits = rbits
+        check_lanes(lanes)
+        self.rbits, self.lanes = rbits, lanes
         super().__init__({
             "i": In(stream.Signature(update_in_layout())),
             "o": Out(stream.Signature(update_out_layout())),
@@ -97,8 +103,8 @@ class UpdateUnit(wiring.Component):
             "lr": In(ELEM), "mu": In(ELEM), "wd": In(ELEM),
         })
 
-    def _lanes(self, m, take):
-        """The four lanes' current draws; they advance on ``take`` and restart on ``load``."""
+    def _draws(self, m, take):
+        """The four LFSR lanes' current draws; lane p advances when ``take[p]``, all restart on ``load``."""
         draws = []
         for p in range(LANES):
             state = Signal(STATE_BITS, name=f"lane{p}_state", init=output_state(0, p, 0))
@@ -108,30 +114,46 @@ class UpdateUnit(wiring.Component):
             m.d.comb += mixed.eq(self.seed[:STATE_BITS] ^ key)
             with m.If(self.load):
                 m.d.sync += state.eq(Mux(mixed.any(), mixed, OUTPUT_FALLBACK_STATE))
-            with m.Elif(take):
+            with m.Elif(take[p]):
                 m.d.sync += state.eq(advanced)
             draws.append(drawn)
         return draws
 
     def elaborate(self, platform):
         m = Module()
+        width, groups = self.lanes, LANES // self.lanes
         advance = Signal()
-        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
-        rand = self._lanes(m, self.i.valid & advance)
+        m.d.comb += advance.eq(~self.o.valid | self.o.ready)
+
+        # The beat enters in groups of ``width`` elements: group ``part`` holds elements
+        # ``part * width + q``; the beat is taken with its last group.
+        part = Signal(range(groups)) if groups > 1 else Const(0)
+        last_part = part == groups - 1
+        m.d.comb += self.i.ready.eq(advance & last_part)
+        if groups > 1:
+            with m.If(self.i.valid & advance):
+                m.d.sync += part.eq(Mux(last_part, 0, part + 1))
+        draws = self._draws(m, [self.i.valid & advance & (part == p // width) for p in range(LANES)])
         valid = self.i.valid
+        tag = part
 
         def stage(index, make, lanes):
-            """Register ``make(p, lane)`` (name -> value) of every lane and the beat's valid bit
-            whenever the pipeline advances; returns the registered lanes."""
-            nonlocal valid
+            """Register ``make(q, lane)`` (name -> value) of every datapath lane, the group's valid bit
+            and its part whenever the pipeline advances; returns the registered lanes."""
+            nonlocal valid, tag
             stage_valid = Signal(name=f"s{index}_valid")
             registered = []
             with m.If(advance):
                 m.d.sync += stage_valid.eq(valid)
-            for p, lane in enumerate(lanes):
+            if groups > 1:
+                stage_tag = Signal.like(part, name=f"s{index}_part")
+                with m.If(advance):
+                    m.d.sync += stage_tag.eq(tag)
+                tag = stage_tag
+            for q, lane in enumerate(lanes):
                 regs = {}
-                for key, value in make(p, lane).items():
-                    regs[key] = Signal(len(value), name=f"s{index}_{key}{p}")
+                for key, value in make(q, lane).items():
+                    regs[key] = Signal(len(value), name=f"s{index}_{key}{q}")
                     with m.If(advance):
                         m.d.sync += regs[key].eq(value)
                 registered.append(regs)
@@ -140,46 +162,67 @@ class UpdateUnit(wiring.Component):
 
         fmt, saturate, nearest, no_rand = FP16_169, self.saturate, Const(0), Const(0, 1)
 
-        def add(p, label, a, b, stochastic=nearest, rand=no_rand):
+        def add(q, label, a, b, stochastic=nearest, rand=no_rand):
             return add_codes(m, fmt, a, b, stochastic=stochastic, rand=rand, saturate=saturate,
-                             name=f"{label}{p}")
+                             name=f"{label}{q}")
 
-        def mul(p, label, a, b):
-            return mul_round_codes(m, fmt, a, b, saturate=saturate, name=f"{label}{p}")
+        def mul(q, label, a, b):
+            return mul_round_codes(m, fmt, a, b, saturate=saturate, name=f"{label}{q}")
 
-        def copy(p, s):
-            code = Signal(FP8, name=f"copy{p}")
+        def copy(q, s):
+            code = Signal(FP8, name=f"copy{q}")
             for value, dst in COPY_FORMATS.items():
                 converted = convert_code(m, fmt, dst, s["w"], stochastic=nearest, rand=no_rand,
-                                         saturate=saturate, name=f"to_{OutFormat(value).name.lower()}{p}")
+                                         saturate=saturate, name=f"to_{OutFormat(value).name.lower()}{q}")
                 with m.If(self.copy_format == value):
                     m.d.comb += code.eq(converted)
             return {"w": s["w"], "v": s["v"], "copy": code}
 
+        def group(values):
+            """Element ``part * width + q`` of a beat's four ``values``, for each datapath lane q."""
+            if groups == 1:
+                return values
+            return [Array(values[g * width + q] for g in range(groups))[part] for q in range(width)]
+
         i = self.i.p
-        lanes = [{"w": i.w[p], "g": i.g[p], "v": i.v[p], "rand": rand[p]} for p in range(LANES)]
-        lanes = stage(1, lambda p, s: {
+        lanes = [{"w": w, "g": g, "v": v, "rand": rand}
+                 for w, g, v, rand in zip(group(list(i.w)), group(list(i.g)), group(list(i.v)), group(draws))]
+        lanes = stage(1, lambda q, s: {
             "w": s["w"], "rand": s["rand"],
             "g1": convert_code(m, fmt, fmt, s["g"], stochastic=nearest, rand=no_rand, saturate=saturate,
-                               scale=self.scale, name=f"scale{p}"),
-            "wdw": mul(p, "decay", self.wd, s["w"]), "muv": mul(p, "mom", self.mu, s["v"])}, lanes)
-        lanes = stage(2, lambda p, s: {
+                               scale=self.scale, name=f"scale{q}"),
+            "wdw": mul(q, "decay", self.wd, s["w"]), "muv": mul(q, "mom", self.mu, s["v"])}, lanes)
+        lanes = stage(2, lambda q, s: {
             "w": s["w"], "rand": s["rand"], "muv": s["muv"],
-            "g2": Mux(self.weight_decay, add(p, "decay_add", s["g1"], s["wdw"]), s["g1"])}, lanes)
-        lanes = stage(3, lambda p, s: {
-            "w": s["w"], "rand": s["rand"], "g2": s["g2"], "v": add(p, "mom_add", s["muv"], s["g2"])},
+            "g2": Mux(self.weight_decay, add(q, "decay_add", s["g1"], s["wdw"]), s["g1"])}, lanes)
+        lanes = stage(3, lambda q, s: {
+            "w": s["w"], "rand": s["rand"], "g2": s["g2"], "v": add(q, "mom_add", s["muv"], s["g2"])},
             lanes)
-        lanes = stage(4, lambda p, s: {
+        lanes = stage(4, lambda q, s: {
             "w": s["w"], "rand": s["rand"], "v": s["v"],
-            "step": mul(p, "lr", self.lr, Mux(self.momentum, s["v"], s["g2"])) ^ SIGN}, lanes)
-        lanes = stage(5, lambda p, s: {
+            "step": mul(q, "lr", self.lr, Mux(self.momentum, s["v"], s["g2"])) ^ SIGN}, lanes)
+        lanes = stage(5, lambda q, s: {
             "v": s["v"],
-            "w": add(p, "step_add", s["w"], s["step"], stochastic=self.stochastic, rand=s["rand"])}, lanes)
-        lanes = stage(6, copy, lanes)
-        m.d.comb += self.o.valid.eq(valid)
-        for p, s in enumerate(lanes):
-            m.d.comb += [self.o.p.w[p].eq(s["w"]), self.o.p.v[p].eq(s["v"]), self.o.p.copy[p].eq(s["copy"])]
+            "w": add(q, "step_add", s["w"], s["step"], stochastic=self.stochastic, rand=s["rand"])}, lanes)
+
+        # Stage 6 gathers the groups into the output beat: it is valid with the beat's last group.
+        results = [copy(q, s) for q, s in enumerate(lanes)]
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(valid & (tag == groups - 1))
+            with m.If(valid):
+                for g in range(groups):
+                    with m.If(tag == g):
+                        for q, result in enumerate(results):
+                            p = g * width + q
+                            m.d.sync += [self.o.p.w[p].eq(result["w"]), self.o.p.v[p].eq(result["v"]),
+                                         self.o.p.copy[p].eq(result["copy"])]
         return m
+
+
+def check_lanes(lanes) -> None:
+    """The update datapath's elements per cycle: a divisor of a beat's four."""
+    if type(lanes) is not int or lanes not in (1, 2, 4):
+        raise ValueError(f"lanes must be 1, 2 or 4, not {lanes!r}")
 
 
 def _flag_bit(flags, flag: Flag):
@@ -225,6 +268,9 @@ class UpdateExecutor(wiring.Component):
         Random bits per stochastic weight rounding (the device's ``rbits``).
     addr_width, length_width : int
         The DMA's widths; ``2 * block`` bytes must fit ``length_width``.
+    lanes : int
+        The :class:`UpdateUnit`'s elements per cycle (4, 2 or 1); fewer make a block's computation
+        take up to four times as long.
 
     Members
     -------
@@ -243,13 +289,14 @@ class UpdateExecutor(wiring.Component):
         ``dma_rd_done`` is not needed: a read is complete when its ``last`` word is in.
     """
 
-    def __init__(self, *, block: int = 128, rbits: int = 8, addr_width: int = 32, length_width: int = 20):
+    def __init__(self, *, block: int = 128, rbits: int = 8, addr_width: int = 32, length_width: int = 20,
+                 lanes: int = LANES):
         if not isinstance(block, int) or isinstance(block, bool) or block < ALIGN or block % ALIGN:
             raise ValueError(f"block must be a positive multiple of {ALIGN}, not {block!r}")
         if not isinstance(length_width, int) or 2 * block >= 1 << length_width:
             raise ValueError(f"length_width must hold a block's {2 * block} bytes, not {length_width!r}")
         self.block, self.addr_width, self.length_width = block, addr_width, length_width
-        self.unit = UpdateUnit(rbits=rbits)
+        self.unit = UpdateUnit(rbits=rbits, lanes=lanes)
         super().__init__({
             **executor_members(addr_width, length_width),
         })

@@ -51,7 +51,9 @@ def test_icebreaker_top_elaborates():
 
 
 def test_ulx3s_top_elaborates():
-    top, plan = _plan("ulx3s", rows=1, cols=2, freq_mhz=30)
+    assert BOARDS["ulx3s"].update_lanes == 1                  # the board's own: a quarter of the update unit
+    top, plan = _plan("ulx3s", rows=1, cols=2, freq_mhz=30, update_lanes=2)
+    assert top.system.accelerator.update_lanes == 2
     assert "EHXPLLL" in plan.files["top.il"] and top.achieved_mhz == 30.0
     assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in plan.files["top.lpf"], plan.files["top.lpf"]
     _, plan = _plan("ulx3s", device="45f", rows=1, cols=1)

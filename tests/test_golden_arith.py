@@ -653,3 +653,16 @@ def test_matmul_adds_c_once_at_the_end():
     assert_codes_equal(matmul(a, b, chunk=16, c=c), add(total, c, FP16_169), f"seed {SEED + 20:#x}")
     with pytest.raises(ValueError, match=r"^c must have the output's shape \(3, 4\), not \(4, 3\)$"):
         matmul(a, b, c=c.T)
+
+
+def test_adding_a_product_to_positive_zero_only_changes_negative_zero():
+    """The PE starts a chunk with the product itself instead of ``+0 + p`` (hw/array/pe.py): every
+    E5M2 product in FP16_169, added to +0 in each mode, is unchanged but for -0, which becomes +0."""
+    a, b = np.meshgrid(np.arange(256), np.arange(256))
+    products = mul(a.ravel(), b.ravel(), E5M2, out_fmt=FP16_169)
+    expected = np.where(products == 1 << (FP16_169.width - 1), 0, products)
+    rand = np.random.default_rng(7).integers(0, 256, products.shape)
+    for overflow in ("saturate", "inf"):
+        assert np.array_equal(add(products, np.zeros_like(products), FP16_169, overflow=overflow), expected)
+        assert np.array_equal(add(products, np.zeros_like(products), FP16_169, "stochastic", rand=rand,
+                                  rbits=8, overflow=overflow), expected)

@@ -6,11 +6,13 @@ import dataclasses
 
 import pytest
 
-from fp8train.boards.synth import FAMILIES, SynthError, harness_verilog, parse_nextpnr, parse_stat, synthesize
+from fp8train.boards.synth import (FAMILIES, SynthError, breakdown, harness_verilog, parse_nextpnr, parse_stat,
+                                   synthesize)
 from fp8train.cli import main as cli_main
 from fp8train.formats import E5M2, FP16_169
 from fp8train.hw.arith.mul import FpMul
-from fp8train.report import BEGIN, END, render, update_readme
+from fp8train.hw.array.systolic import SystolicArray
+from fp8train.report import BEGIN, END, render, render_breakdown, update_readme
 
 
 def test_harness_registers_every_port_bit():
@@ -32,6 +34,19 @@ def test_small_design_synthesises_places_and_parses(tmp_path):
     tiny = dataclasses.replace(FAMILIES["ice40"], capacity={**FAMILIES["ice40"].capacity, "luts": 10})
     refused = synthesize(FpMul(fmt_a=E5M2, out_fmt=FP16_169), "mul", tiny, out_dir=tmp_path, place="if_fits")
     assert refused.placed is False and refused.fit_error == f"synthesis: luts {result.luts} > 10"
+
+
+def test_breakdown_counts_each_module_without_its_submodules(tmp_path):
+    rows = breakdown(SystolicArray(rows=1, cols=2, max_chunk=64), "array", "ice40", out_dir=tmp_path)
+    by_module = {row["module"]: row for row in rows}
+    assert set(by_module) >= {"array", "array.pe_0_0", "array.pe_0_1"}, by_module
+    pe = by_module["array.pe_0_0"]
+    assert 300 < pe["luts"] < 1500 and pe["ffs"] > 100 and pe["dsps"] == 0, pe
+    assert by_module["array"]["luts"] < pe["luts"]          # the PEs are not counted in their parent
+    assert [row["luts"] for row in rows] == sorted((row["luts"] for row in rows), reverse=True)
+    table = render_breakdown(rows, "iCE40UP5K-SG48", "array")
+    assert f"| array.pe_0_0 | {pe['luts']} |" in table
+    assert f"| total | {sum(row['luts'] for row in rows)} |" in table
 
 
 def test_parsers():

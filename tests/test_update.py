@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from fp8train.hw.core import Accelerator
 from fp8train.hw.update import UpdateExecutor, UpdateUnit
 from fp8train.sim.benches import harness
 from fp8train.sim.benches.update_exec_bench import ExecutorHarness
@@ -19,10 +20,11 @@ UNIT_SIZES = {"verilator": {"elements": 2000, "stall_elements": 800},
 
 
 @pytest.mark.rtl
-def test_update_unit_matches_golden():
+@pytest.mark.parametrize("lanes", [4, 2, 1])
+def test_update_unit_matches_golden(lanes):
     sizes = UNIT_SIZES[os.environ.get("SIM", "verilator")]
-    harness.run(UpdateUnit(rbits=RBITS), "update_unit", "update_bench",
-                params={"rbits": RBITS, "seed": 5000, **sizes})
+    harness.run(UpdateUnit(rbits=RBITS, lanes=lanes), f"update_unit_l{lanes}", "update_bench",
+                params={"rbits": RBITS, "lanes": lanes, "seed": 5000 + lanes, **sizes})
 
 
 @pytest.mark.parametrize("rbits", [0, 17, 8.0, True])
@@ -39,16 +41,26 @@ EXEC_SIZES = {"verilator": {"commands": 48, "max_count": 4 * BLOCK + 5, "abort_s
 
 
 @pytest.mark.rtl
-def test_update_executor_matches_golden():
+@pytest.mark.parametrize("lanes", [4, 1])
+def test_update_executor_matches_golden(lanes):
+    """With one lane the unit takes a beat every four cycles: the executor's feed must wait for it."""
     sizes = EXEC_SIZES[os.environ.get("SIM", "verilator")]
-    harness.run(lambda: ExecutorHarness(block=BLOCK, rbits=RBITS), "update_executor", "update_exec_bench",
-                params={"block": BLOCK, "rbits": RBITS, "seed": 6000, **sizes})
+    harness.run(lambda: ExecutorHarness(block=BLOCK, rbits=RBITS, lanes=lanes), f"update_executor_l{lanes}",
+                "update_exec_bench", params={"block": BLOCK, "rbits": RBITS, "seed": 6000 + lanes, **sizes})
 
 
 @pytest.mark.parametrize("block", [0, 4, 12, 8.0, True])
 def test_executor_block(block):
     with pytest.raises(ValueError, match=rf"^block must be a positive multiple of 8, not {block!r}$"):
         UpdateExecutor(block=block)
+
+
+@pytest.mark.parametrize("lanes", [0, 3, 8, 4.0, True])
+def test_lanes(lanes):
+    for make in (lambda: UpdateUnit(lanes=lanes), lambda: UpdateExecutor(lanes=lanes),
+                 lambda: Accelerator(rows=1, cols=1, update_lanes=lanes)):
+        with pytest.raises(ValueError, match=rf"^lanes must be 1, 2 or 4, not {lanes!r}$"):
+            make()
 
 
 def test_executor_length_width():

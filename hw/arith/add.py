@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from ...formats import FloatFormat
 from .layouts import unpack
-from .rounding import leading_zeros, min_exp_width, round_to_code
+from .rounding import leading_zeros, min_exp_width, round_to_code, shifted_out
 from .stage import register_stage
 
 __all__ = ["FpAdd", "add_codes", "guard_bits"]
@@ -59,12 +59,18 @@ def add_codes(m: Module, fmt: FloatFormat, a, b, *, stochastic, rand, saturate, 
     small_wide = Signal(wide, name=f"{name}_small_aligned")
     sticky = Signal(name=f"{name}_sticky")
     m.d.comb += [small_wide.eq(small_full >> distance),
-                 sticky.eq((small_wide << distance)[:wide] != small_full)]
+                 sticky.eq(shifted_out(small_full, distance))]
 
     subtract = op_a.sign ^ op_b.sign
     total = Signal(wide + 1, name=f"{name}_sum")        # one carry bit above the larger operand
     m.d.comb += total.eq(Mux(subtract, big_wide - small_wide - sticky, big_wide + small_wide))
-    shift = leading_zeros(m, total, f"{name}_lz")
+    # Normalise, but not below the smallest normal exponent: a sum there is exact (both operands lie
+    # on the format's grid), so its significand already sits where the subnormal code wants it.
+    lz = leading_zeros(m, total, f"{name}_lz")
+    limit = Signal(range(wide + 2), name=f"{name}_limit")    # big_exp + 1 - emin >= 1
+    m.d.comb += limit.eq(Mux(big_exp + 1 - fmt.emin > wide + 1, wide + 1, big_exp + 1 - fmt.emin))
+    shift = Signal.like(lz, name=f"{name}_shift")
+    m.d.comb += shift.eq(Mux(lz > limit, limit, lz))
     normalised = Signal(wide + 1, name=f"{name}_normalised")
     m.d.comb += normalised.eq(total << shift)
     exact_zero = (total == 0) & ~sticky
@@ -75,7 +81,8 @@ def add_codes(m: Module, fmt: FloatFormat, a, b, *, stochastic, rand, saturate, 
     nan = op_a.nan | op_b.nan | (op_a.inf & op_b.inf & subtract)
     inf = op_a.inf | op_b.inf
     return round_to_code(m, fmt, negative=negative, exp=result_exp, sig=normalised, sticky=sticky,
-                         nan=nan, inf=inf, stochastic=stochastic, rand=rand, saturate=saturate, name=name)
+                         nan=nan, inf=inf, stochastic=stochastic, rand=rand, saturate=saturate, name=name,
+                         below_normal=False)
 
 
 def code_magnitude(code, fmt: FloatFormat):

@@ -6,7 +6,7 @@ draw of its lane seeded with ``seed ^ OUTPUT_SEED_SALT`` (``LfsrBank.for_outputs
 the tile's row and column keys, so no lane state is kept per output.
 """
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -38,7 +38,9 @@ class OutputUnit(wiring.Component):
     i : In(stream)
         ``total`` and ``c`` (FP16_169 codes), ``row_key``/``col_key`` (the output's lane keys).
     o : Out(stream.Signature(16))
-        The result code (FP8 codes in the low byte), one register after its input.
+        The result code (FP8 codes in the low byte), ``LATENCY`` registers after its input: the C
+        addition and the conversion are one adder's delay each, so a register between them keeps
+        the unit off the accelerator's critical path (README "Resources and Fmax").
     has_c, relu, stochastic, saturate : In(1)
         Command options, held while results flow.
     scale : In(signed(8))
@@ -47,6 +49,8 @@ class OutputUnit(wiring.Component):
     seed : In(32)
         The command's seed.
     """
+
+    LATENCY = 2
 
     def __init__(self, *, rbits: int = 8):
         if not isinstance(rbits, int) or not 1 <= rbits <= MAX_RBITS:
@@ -77,13 +81,17 @@ class OutputUnit(wiring.Component):
         m.d.comb += state.eq(Mux(mixed.any(), mixed, OUTPUT_FALLBACK_STATE))
         rand = (state[TAP:] ^ state)[:self.rbits]
 
+        # Stage 1 ends here: the rectified value and its random bits.
+        staged = stream.Signature(data.StructLayout({"value": acc_fmt.width, "rand": self.rbits})).create()
+        register_stage(m, self.i, staged, Cat(rectified, rand))
+
         result = Signal(16)
         for code, fmt in OUT_FORMATS.items():
-            converted = convert_code(m, acc_fmt, fmt, rectified, stochastic=self.stochastic, rand=rand,
-                                     saturate=self.saturate, scale=self.scale,
+            converted = convert_code(m, acc_fmt, fmt, staged.payload.value, stochastic=self.stochastic,
+                                     rand=staged.payload.rand, saturate=self.saturate, scale=self.scale,
                                      name=f"to_{OutFormat(code).name.lower()}")
             with m.If(self.out_format == code):
                 m.d.comb += result.eq(converted)
 
-        register_stage(m, self.i, self.o, result)
+        register_stage(m, staged, self.o, result)
         return m

@@ -8,7 +8,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 
 from ...formats import FloatFormat
 
-__all__ = ["Rounding", "round_to_code", "min_exp_width", "leading_zeros"]
+__all__ = ["Rounding", "round_to_code", "min_exp_width", "leading_zeros", "shifted_out"]
 
 
 class Rounding:
@@ -34,8 +34,14 @@ def leading_zeros(m: Module, value: Value, name: str) -> Signal:
     return count
 
 
+def shifted_out(value: Value, distance: Value) -> Value:
+    """Whether ``value >> distance`` loses a set bit: a mask from comparisons against constants, a
+    fraction of the LUTs of shifting back and comparing."""
+    return Cat(value[bit] & (distance > bit) for bit in range(len(value))).any()
+
+
 def round_to_code(m: Module, fmt: FloatFormat, *, negative, exp, sig, sticky, nan, inf,
-                  stochastic, rand, saturate, name: str) -> Signal:
+                  stochastic, rand, saturate, name: str, below_normal: bool = True) -> Signal:
     """Code of ``(-1)**negative * (sig * 2**(exp - len(sig) + 1) + sticky * epsilon)`` in ``fmt``.
 
     ``sig`` is normalised (MSB set) or zero, ``exp`` is the signed unbiased exponent of its MSB and
@@ -46,6 +52,9 @@ def round_to_code(m: Module, fmt: FloatFormat, *, negative, exp, sig, sticky, na
     else up iff ``t + rand >= 2**len(rand)`` with ``t`` the top remainder bits. ``saturate`` clamps
     overflow to the largest finite magnitude; otherwise it gives inf (NaN where the format has none).
     ``nan`` and ``inf`` override the value. The result is combinational.
+
+    ``below_normal=False`` promises ``exp >= fmt.emin``, with ``sig`` unnormalised where the value is
+    subnormal (an adder that stops normalising at ``emin``): the subnormal shifter is left out.
     """
     man_bits = fmt.man_bits
     width = len(sig)
@@ -56,14 +65,17 @@ def round_to_code(m: Module, fmt: FloatFormat, *, negative, exp, sig, sticky, na
                          f"{rbits} random bits, not {width}")
 
     # Into the subnormal range: shift right by emin - exp, keeping what falls off as sticky.
-    denorm = Signal(range(width + 2), name=f"{name}_denorm")
-    with m.If(exp < fmt.emin):
-        m.d.comb += denorm.eq(Mux(fmt.emin - exp > width + 1, width + 1, fmt.emin - exp))
-    aligned = Signal(width, name=f"{name}_aligned")
-    lost = Signal(name=f"{name}_lost")
-    m.d.comb += [aligned.eq(sig >> denorm), lost.eq(((aligned << denorm)[:width] != sig) | sticky)]
-    target_exp = Signal(signed(len(exp) + 1), name=f"{name}_target_exp")
-    m.d.comb += target_exp.eq(Mux(exp < fmt.emin, fmt.emin, exp))
+    if below_normal:
+        denorm = Signal(range(width + 2), name=f"{name}_denorm")
+        with m.If(exp < fmt.emin):
+            m.d.comb += denorm.eq(Mux(fmt.emin - exp > width + 1, width + 1, fmt.emin - exp))
+        aligned = Signal(width, name=f"{name}_aligned")
+        lost = Signal(name=f"{name}_lost")
+        m.d.comb += [aligned.eq(sig >> denorm), lost.eq(shifted_out(sig, denorm) | sticky)]
+        target_exp = Signal(signed(len(exp) + 1), name=f"{name}_target_exp")
+        m.d.comb += target_exp.eq(Mux(exp < fmt.emin, fmt.emin, exp))
+    else:
+        aligned, lost, target_exp = sig, sticky, exp
 
     kept = aligned[rem_bits:]                        # man_bits + 1 bits: the truncated significand
     rem = aligned[:rem_bits]

@@ -91,17 +91,30 @@ class PipelinedPE(wiring.Component):
         p_beat = Signal(CONTROL)
         m.d.sync += [p_valid.eq(beat.valid), p_code.eq(product), p_rand.eq(drawn), p_beat.eq(beat)]
 
-        # Stage 2: chunk accumulation; the loop restarts from +0 after a chunk ends and on a tile's
-        # first beat (so a tile abandoned before its last beat leaves nothing behind).
+        # Stages 2 and 3 share one adder. Stage 2 adds the beat's product to the chunk accumulator; a
+        # chunk's first beat needs no adder (+0 + p is p, but -0 becomes +0). Stage 3 adds an ended
+        # chunk to the total in the cycle after the chunk's last beat, and in that cycle stage 2 holds
+        # either no beat or the next chunk's first: the two never need the adder at once.
         chunk_acc, chunk_restart = Signal(acc_fmt.width), Signal(init=1)
-        chunk_sum = add_codes(m, acc_fmt, Mux(chunk_restart | p_beat.first, 0, chunk_acc), p_code,
-                              stochastic=p_beat.stochastic, rand=p_rand[:rbits],
-                              saturate=p_beat.saturate, name="chunk_add")
+        restart = chunk_restart | p_beat.first
+        c_valid, c_code, c_rand, c_beat = Signal(), Signal(acc_fmt.width), Signal(rbits), Signal(CONTROL)
+        c_first_chunk = Signal()
+        total, total_restart = Signal(acc_fmt.width), Signal(init=1)
+        negative_zero = 1 << (acc_fmt.width - 1)
+        first_term = Mux(p_code == negative_zero, 0, p_code)
+        accumulated = Mux(c_valid, Mux(total_restart | c_first_chunk, 0, total), chunk_acc)
+        added = add_codes(m, acc_fmt, accumulated, Mux(c_valid, c_code, p_code),
+                      stochastic=Mux(c_valid, c_beat.stochastic, p_beat.stochastic),
+                      rand=Mux(c_valid, c_rand, p_rand[:rbits]),
+                      saturate=Mux(c_valid, c_beat.saturate, p_beat.saturate), name="add")
+        chunk_sum = Signal(acc_fmt.width, name="chunk_sum")
+        m.d.comb += chunk_sum.eq(Mux(restart, first_term, added))
+
+        # Stage 2: the loop restarts from +0 after a chunk ends and on a tile's first beat (so a tile
+        # abandoned before its last beat leaves nothing behind).
         in_first_chunk = Signal()              # the chunk in progress began with the tile's first beat
         first_chunk = Signal()
         m.d.comb += first_chunk.eq(p_beat.first | (in_first_chunk & ~chunk_restart))
-        c_valid, c_code, c_rand, c_beat = Signal(), Signal(acc_fmt.width), Signal(rbits), Signal(CONTROL)
-        c_first_chunk = Signal()
         m.d.sync += [c_valid.eq(p_valid & p_beat.chunk_end), c_code.eq(chunk_sum),
                      c_rand.eq(p_rand[rbits:]), c_beat.eq(p_beat), c_first_chunk.eq(first_chunk)]
         with m.If(p_valid):
@@ -110,16 +123,12 @@ class PipelinedPE(wiring.Component):
 
         # Stage 3: the total, one addition per chunk, restarting with the tile's first chunk; the dot
         # product's last chunk completes it.
-        total, total_restart = Signal(acc_fmt.width), Signal(init=1)
-        new_total = add_codes(m, acc_fmt, Mux(total_restart | c_first_chunk, 0, total), c_code,
-                              stochastic=c_beat.stochastic, rand=c_rand, saturate=c_beat.saturate,
-                              name="total_add")
         with m.If(c_valid):
-            m.d.sync += [total.eq(new_total), total_restart.eq(c_beat.last)]
+            m.d.sync += [total.eq(added), total_restart.eq(c_beat.last)]
 
         # Drain: a completed total enters; otherwise the east neighbour's register moves in.
         with m.If(c_valid & c_beat.last):
-            m.d.sync += [self.drain_out.payload.eq(new_total), self.drain_out.valid.eq(1)]
+            m.d.sync += [self.drain_out.payload.eq(added), self.drain_out.valid.eq(1)]
         with m.Else():
             m.d.sync += [self.drain_out.payload.eq(self.drain_in.payload),
                          self.drain_out.valid.eq(self.drain_in.valid)]
@@ -137,8 +146,10 @@ class ProcessingElement(PipelinedPE):
       when that is zero), as golden ``output_state``; every valid beat advances it, golden
       ``matmul``'s two draws per k step (low half: chunk addition, high half: total addition).
     * ``t + 1``: chunk addition ``chunk_acc + product`` (the one-cycle loop of ``ChunkMac``).
-    * ``t + 2``: on a chunk end, total addition; on the ``last`` beat the new total goes into the
-      drain register, which holds it in ``t + 3``.
+    * ``t + 2``: on a chunk end, total addition, in the same adder: a chunk's first beat is not
+      added (``+0 + p`` is ``p``), and the beat in stage ``t + 1`` then is either none or the next
+      chunk's first. On the ``last`` beat the new total goes into the drain register, which holds it
+      in ``t + 3``. One adder instead of two halves the PE (README "Resources and Fmax").
 
     The drain register otherwise copies ``drain_in`` (the east neighbour's drain register) every
     cycle: results shift toward column 0, one PE per cycle. A completing total wins over the shifted

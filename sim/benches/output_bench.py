@@ -8,6 +8,7 @@ import cocotb
 import numpy as np
 
 from fp8train.formats import FP16_169
+from fp8train.hw.arith.output import OutputUnit
 from fp8train.protocol import OutFormat
 from fp8train.sim.benches.add_bench import random_cases, special_codes
 from fp8train.sim.benches.lockstep import stream_lockstep, stream_stalled
@@ -72,7 +73,7 @@ async def test_configurations_match_golden(dut):
         total, c = tb.results(rng)
         seed = int(rng.integers(0, 1 << 32))
         tb.configure(*config, seed)
-        got = await stream_lockstep(dut.clk, tb.i, tb.o, tb.beats(total, c, cols))
+        got = await stream_lockstep(dut.clk, tb.i, tb.o, tb.beats(total, c, cols), latency=OutputUnit.LATENCY)
         want = tb.golden(total, c, cols, *config, seed).astype(np.int64)
         bad = np.flatnonzero(got != want)
         assert bad.size == 0, (

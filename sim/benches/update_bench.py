@@ -73,6 +73,7 @@ class UpdateTB:
         self.dut = dut
         params = bench_params()
         self.rbits, self.seed = params["rbits"], params["seed"]
+        self.groups = LANES // params["lanes"]        # cycles per beat
         self.params = params
         dut._log.info("seed %d", self.seed)
         self.i, self.o = StreamPort(dut, "i"), StreamPort(dut, "o")
@@ -101,7 +102,7 @@ class UpdateTB:
         last result taken. Fails if results are lost (``STALL_SLACK`` cycles per beat)."""
         start = get_sim_time("ns")
         sender = cocotb.start_soon(drive(self.dut.clk, self.i, beats, stalls(in_stall, self.seed + 1)))
-        limit = STALL_SLACK * len(beats) + LATENCY + 20
+        limit = STALL_SLACK * len(beats) * self.groups + LATENCY + 20
         try:
             got = await with_timeout(collect(self.dut.clk, self.o, len(beats), stalls(out_stall, self.seed + 2)),
                                      limit * CLOCK_NS, "ns")
@@ -148,8 +149,8 @@ class UpdateTB:
 
 @cocotb.test()
 async def test_modes(dut):
-    """Every mode on ``elements`` random elements (a partial last beat): one beat per clock, the
-    last result :data:`LATENCY` cycles after the last beat. Four stochastic modes use a seed that
+    """Every mode on ``elements`` random elements (a partial last beat): one beat per ``4 / lanes``
+    clocks, the last result :data:`LATENCY` cycles after the last beat's last group. Four stochastic modes use a seed that
     puts one lane on the fallback state (golden ``output_state``)."""
     tb = UpdateTB(dut)
     await reset(dut)
@@ -164,8 +165,9 @@ async def test_modes(dut):
         await tb.configure(*mode, options)
         beats = tb.beats(w, g, v)
         got, cycles = await tb.stream(beats)
-        assert cycles == len(beats) + LATENCY, (f"mode {index}: {len(beats)} beats took {cycles} cycles, "
-                                                f"not {len(beats)} + latency {LATENCY}")
+        assert cycles == len(beats) * tb.groups + LATENCY, (
+            f"mode {index}: {len(beats)} beats took {cycles} cycles, not {len(beats)} x {tb.groups} "
+            f"+ latency {LATENCY}")
         tb.compare(got, w, g, v, count, mode, options, f"mode {index}")
     dut._log.info("%d modes x %d elements", len(MODES), per_mode)
 

@@ -49,8 +49,8 @@ SLOW_PAUSE = 0.7               # pauses of the slowed side's channels: its trans
 class ExecutorHarness(wiring.Component):
     """An :class:`UpdateExecutor` on a :class:`Dma`, connected as ``CommandEngine`` connects them."""
 
-    def __init__(self, *, block: int, rbits: int):
-        self.executor = UpdateExecutor(block=block, rbits=rbits, addr_width=ADDR_WIDTH)
+    def __init__(self, *, block: int, rbits: int, lanes: int = 4):
+        self.executor = UpdateExecutor(block=block, rbits=rbits, addr_width=ADDR_WIDTH, lanes=lanes)
         self.dma = Dma(max_reads_outstanding=16, max_writes_outstanding=8, addr_width=ADDR_WIDTH,
                        data_width=ALIGN * 8)                       # as CommandEngine builds its Dma
         super().__init__({
