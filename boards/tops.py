@@ -47,15 +47,15 @@ class BoardConfig:
 #: Chosen from measurements (README "Resources and Fmax"): the UP5K holds no accelerator configuration
 #: yet (the smallest is kept, and its build fails at placement with nextpnr's reason). On the ULX3S an
 #: 8x8 accelerator needs 102% of the 85F's logic; 8x6 with one update lane placed at 74% (20.1 MHz
-#: estimated) but its routing had not converged after 45 minutes; 4x4 routed before at 13.06 MHz, hence
-#: 4x4 at 12.5 MHz.
+#: estimated) but its routing had not converged after 45 minutes; 6x6 routed at 61% and 19.37 MHz, so
+#: 6x6 at 12.5 MHz.
 BOARDS = {
     "icebreaker": BoardConfig(
         name="icebreaker", family="ice40", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
         freq_mhz=6.0, rows=1, cols=1, k_block=8, max_chunk=64, mem_size=1 << 17, update_lanes=1),
     "ulx3s": BoardConfig(
         name="ulx3s", family="ecp5", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        freq_mhz=12.5, rows=4, cols=4, k_block=64, max_chunk=4096, mem_size=1 << 17, update_lanes=1,
+        freq_mhz=12.5, rows=6, cols=6, k_block=64, max_chunk=4096, mem_size=1 << 17, update_lanes=1,
         reset_button=("button_pwr", 0),
         variants={"12f": "amaranth_boards.ulx3s:ULX3S_12F_Platform",
                   "25f": "amaranth_boards.ulx3s:ULX3S_25F_Platform",
