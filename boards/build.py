@@ -19,7 +19,7 @@ from pathlib import Path
 from fp8train.toolchain import build_path
 
 from .synth import FAMILIES, fit_failure, parse_nextpnr, parse_stat
-from .tops import BOARDS, BoardTop, board_platform
+from .tops import ACCELERATOR_KEYS, BOARDS, OVERRIDES, BoardTop, board_platform
 
 __all__ = ["build", "flash", "main", "yowasp_environment"]
 
@@ -55,8 +55,10 @@ def build(board: str, *, out: Path | None = None, device: str | None = None, see
     platform = board_platform(config, device)
     start = time.monotonic()
     env = yowasp_environment()
+    # Hard multipliers on the iCE40 too (amaranth's script leaves them out; synth_ecp5 uses them anyway).
+    synth_opts = {"synth_opts": "-dsp"} if config.family == "ice40" else {}
     plan = platform.prepare(top, name="top", script_after_synth="tee -q -o top_stat.json stat -json",
-                            nextpnr_opts=f"--timing-allow-fail --seed {seed} --report top_pnr.json")
+                            nextpnr_opts=f"--timing-allow-fail --seed {seed} --report top_pnr.json", **synth_opts)
     try:
         plan.execute_local(str(out), env=env)
     except subprocess.CalledProcessError:
@@ -75,8 +77,7 @@ def build(board: str, *, out: Path | None = None, device: str | None = None, see
     _, utilisation = parse_nextpnr(pnr)
     report = {
         "board": board, "device": type(platform).__name__, "family": config.family,
-        "accelerator": {key: getattr(top.system.accelerator, key)
-                        for key in ("rows", "cols", "k_block", "max_chunk", "update_lanes")},
+        "accelerator": {key: getattr(top.system.accelerator, key) for key in ACCELERATOR_KEYS},
         "mem_size": top.system.mem_size, "host_bridge": type(top.bridge).__name__,
         "requested_mhz": top.freq_mhz, "clock_mhz": round(top.achieved_mhz, 3),
         "fmax_mhz": clocks, "timing_met": bool(clocks) and all(entry["achieved"] >= entry["constraint"]
@@ -136,14 +137,14 @@ def main(argv=None) -> int:
     parser.add_argument("board", choices=list(BOARDS))
     parser.add_argument("--device", help="board variant (ULX3S: 12f, 25f, 45f, 85f)")
     parser.add_argument("--freq", type=float, dest="freq_mhz", help="clock in MHz (default: the board's)")
-    for name in ("rows", "cols", "k_block", "max_chunk", "mem_size", "update_lanes"):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=int, dest=name,
-                            help=f"accelerator {name} (default: the board's)")
+    for name in (*ACCELERATOR_KEYS, "mem_size"):
+        kind = {"action": argparse.BooleanOptionalAction} if name == "serial_keys" else {"type": int}
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"accelerator {name} (default: the board's)",
+                            **kind)
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--out", type=Path, help="output directory (default build/<board>)")
     args = parser.parse_args(argv)
-    overrides = {key: value for key in ("rows", "cols", "k_block", "max_chunk", "mem_size", "update_lanes", "freq_mhz")
-                 if (value := getattr(args, key)) is not None}
+    overrides = {key: value for key in OVERRIDES if (value := getattr(args, key)) is not None}
     try:
         report = build(args.board, out=args.out, device=args.device, seed=args.seed, **overrides)
     except (RuntimeError, ValueError, subprocess.CalledProcessError) as error:

@@ -2,22 +2,48 @@
 
 The accelerator's DMA master reaches it through an AXI4 slave port; the host link (the UART bridge)
 through an AXI4-Lite port, to fill operands and the command ring and read results back. On ECP5 Yosys
-maps it to block RAM (DP16KD). On the iCE40 UP5K it does not become SPRAM: Amaranth writes a zero
-initialiser for every word and SPRAM cannot be initialised, so ``synth_ice40 -spram`` maps 128 KiB to
-256 block RAMs; the UP5K would need ``SB_SPRAM256KA`` instances here (not written: no accelerator
-configuration fits the UP5K yet, see the README).
+maps it to block RAM (DP16KD). On the iCE40 UP5K an Amaranth memory does not become SPRAM (Amaranth
+writes a zero initialiser for every word, SPRAM cannot be initialised, so ``synth_ice40 -spram`` maps
+128 KiB to 256 block RAMs): there :class:`SpramWords` instantiates the four ``SB_SPRAM256KA`` directly.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
-from amaranth.lib.wiring import In
+from amaranth.lib.wiring import In, Out
 
 from fp8train.hw.bus.axi import AxiBurst, AxiLiteSignature, AxiResp, AxiSignature
 
-__all__ = ["HostMemory"]
+__all__ = ["HostMemory", "SpramWords"]
 
 BEAT_BYTES = 8          # 64-bit words, the accelerator's AXI data width
+SPRAM_WORDS = 1 << 14   # an SB_SPRAM256KA: 16 K words of 16 bits; four side by side make 64-bit words
+
+
+class SpramWords(wiring.Component):
+    """The iCE40 UP5K's four single-port RAMs as one 16 K x 64-bit RAM with byte enables: a read
+    (``read_en``) gives ``read_data`` one cycle later and holds it until the next access; a write
+    (any ``write_en`` bit) stores the enabled bytes. The contents start undefined (no initialiser).
+    """
+
+    addr: In(14)
+    read_en: In(1)
+    read_data: Out(8 * BEAT_BYTES)
+    write_en: In(BEAT_BYTES)
+    write_data: In(8 * BEAT_BYTES)
+
+    def elaborate(self, platform):
+        m = Module()
+        write = self.write_en.any()
+        for index in range(4):                         # bytes 2 * index and 2 * index + 1
+            low, high = self.write_en[2 * index], self.write_en[2 * index + 1]
+            m.submodules[f"spram{index}"] = Instance(
+                "SB_SPRAM256KA",
+                i_ADDRESS=self.addr, i_DATAIN=self.write_data.word_select(index, 16),
+                i_MASKWREN=Cat(low, low, high, high), i_WREN=write, i_CHIPSELECT=write | self.read_en,
+                i_CLOCK=ClockSignal(), i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1,
+                o_DATAOUT=self.read_data.word_select(index, 16))
+        return m
 
 
 class HostMemory(wiring.Component):
@@ -35,6 +61,9 @@ class HostMemory(wiring.Component):
         Bytes, a power of two from 64 to 2**24.
     addr_width, id_width : int
         Of the AXI4 port (the accelerator's ``m_axi``).
+    spram : bool
+        In the iCE40 UP5K's single-port RAMs (:class:`SpramWords`; ``size`` at most 128 KiB, contents
+        undefined until written) instead of an Amaranth memory (zeros at reset).
 
     Members
     -------
@@ -44,11 +73,15 @@ class HostMemory(wiring.Component):
         The host link; every address is inside the memory.
     """
 
-    def __init__(self, *, size: int, addr_width: int = 32, id_width: int = 4):
+    def __init__(self, *, size: int, addr_width: int = 32, id_width: int = 4, spram: bool = False):
         if (isinstance(size, bool) or not isinstance(size, int) or not 64 <= size <= 1 << 24
                 or size & (size - 1)):
             raise ValueError(f"size must be a power of two from 64 to 2**24 bytes, not {size!r}")
-        self.size = size
+        if not isinstance(spram, bool):
+            raise TypeError(f"spram must be True or False, not {spram!r}")
+        if spram and size > SPRAM_WORDS * BEAT_BYTES:
+            raise ValueError(f"size must be at most {SPRAM_WORDS * BEAT_BYTES} bytes in SPRAM, not {size}")
+        self.size, self.spram = size, spram
         self._word_bits = (size // BEAT_BYTES).bit_length() - 1
         super().__init__({
             "dev": In(AxiSignature(addr_width=addr_width, data_width=8 * BEAT_BYTES, id_width=id_width)),
@@ -58,10 +91,18 @@ class HostMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         dev, host = self.dev, self.host
-        m.submodules.mem = mem = Memory(shape=8 * BEAT_BYTES, depth=self.size // BEAT_BYTES, init=[])
-        read, write = mem.read_port(), mem.write_port(granularity=8)
-        addr = Signal(self._word_bits)                # the one address both ports use (single-port RAM)
-        m.d.comb += [read.addr.eq(addr), write.addr.eq(addr)]
+        addr = Signal(self._word_bits)                # the one address of the single-port RAM
+        read_en, read_data = Signal(), Signal(8 * BEAT_BYTES)
+        write_en, write_data = Signal(BEAT_BYTES), Signal(8 * BEAT_BYTES)
+        if self.spram:
+            m.submodules.ram = ram = SpramWords()
+            m.d.comb += [ram.addr.eq(addr), ram.read_en.eq(read_en), read_data.eq(ram.read_data),
+                         ram.write_en.eq(write_en), ram.write_data.eq(write_data)]
+        else:
+            m.submodules.mem = mem = Memory(shape=8 * BEAT_BYTES, depth=self.size // BEAT_BYTES, init=[])
+            read, write = mem.read_port(), mem.write_port(granularity=8)
+            m.d.comb += [read.addr.eq(addr), write.addr.eq(addr), read.en.eq(read_en), read_data.eq(read.data),
+                         write.en.eq(write_en), write.data.eq(write_data)]
 
         word = Signal(len(dev.araddr) - 3)            # current beat's word address
         count, length, ident = Signal(8), Signal(8), Signal(len(dev.arid))
@@ -89,27 +130,27 @@ class HostMemory(wiring.Component):
                     m.next = "HOST_READ"
                 with m.Elif(host.awvalid & host.wvalid):
                     m.d.comb += [host.awready.eq(1), host.wready.eq(1), addr.eq(host.awaddr[3:]),
-                                 write.data.eq(Cat(host.wdata, host.wdata)),
-                                 write.en.eq(Mux(host.awaddr[2], host.wstrb << 4, host.wstrb))]
+                                 write_data.eq(Cat(host.wdata, host.wdata)),
+                                 write_en.eq(Mux(host.awaddr[2], host.wstrb << 4, host.wstrb))]
                     m.next = "HOST_RESP"
             with m.State("DEV_READ"):                 # the first beat's address goes to the RAM
-                m.d.comb += read.en.eq(1)
+                m.d.comb += read_en.eq(1)
                 m.next = "DEV_DATA"
             with m.State("DEV_DATA"):                 # a beat on R; the next one's address to the RAM
                 last = count == length
                 m.d.comb += [dev.rvalid.eq(1), dev.rid.eq(ident), dev.rlast.eq(last),
-                             dev.rdata.eq(Mux(refused, 0, read.data)),
+                             dev.rdata.eq(Mux(refused, 0, read_data)),
                              dev.rresp.eq(Mux(refused, AxiResp.DECERR, AxiResp.OKAY))]
                 with m.If(dev.rready):
                     with m.If(last):
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.comb += [addr.eq(word[:self._word_bits] + 1), read.en.eq(1)]
+                        m.d.comb += [addr.eq(word[:self._word_bits] + 1), read_en.eq(1)]
                         m.d.sync += [word.eq(word + 1), count.eq(count + 1)]
             with m.State("DEV_WRITE"):
-                m.d.comb += [dev.wready.eq(1), write.data.eq(dev.wdata)]
+                m.d.comb += [dev.wready.eq(1), write_data.eq(dev.wdata)]
                 with m.If(dev.wvalid):
-                    m.d.comb += write.en.eq(Mux(refused, 0, dev.wstrb))
+                    m.d.comb += write_en.eq(Mux(refused, 0, dev.wstrb))
                     m.d.sync += [word.eq(word + 1), error.eq(error | refused)]
                     with m.If(dev.wlast):
                         m.next = "DEV_RESP"
@@ -119,11 +160,11 @@ class HostMemory(wiring.Component):
                 with m.If(dev.bready):
                     m.next = "IDLE"
             with m.State("HOST_READ"):
-                m.d.comb += read.en.eq(1)
+                m.d.comb += read_en.eq(1)
                 m.next = "HOST_DATA"
             with m.State("HOST_DATA"):
                 m.d.comb += [host.rvalid.eq(1), host.rresp.eq(AxiResp.OKAY),
-                             host.rdata.eq(Mux(half, read.data[32:], read.data[:32]))]
+                             host.rdata.eq(Mux(half, read_data[32:], read_data[:32]))]
                 with m.If(host.rready):
                     m.next = "IDLE"
             with m.State("HOST_RESP"):

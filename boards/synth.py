@@ -176,6 +176,15 @@ def parse_nextpnr(report: dict, clock: str | None = None) -> tuple[float | None,
     return (min(matches) if matches else None), utilisation
 
 
+def _family(family: Family | str) -> Family:
+    """``family`` itself, or the :data:`FAMILIES` entry it names (ValueError for an unknown name)."""
+    if isinstance(family, Family):
+        return family
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
+    return FAMILIES[family]
+
+
 def _tool(name: str) -> str:
     path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
@@ -193,10 +202,7 @@ def synthesize(component: wiring.Component, name: str, family: Family | str, *, 
     fit the device gives a :class:`Result` with ``placed=False`` and nextpnr's reason in
     ``fit_error``; a tool failure for any other reason raises :class:`SynthError`.
     """
-    if isinstance(family, str):
-        if family not in FAMILIES:
-            raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
-        family = FAMILIES[family]
+    family = _family(family)
     if not isinstance(freq_mhz, (int, float)) or isinstance(freq_mhz, bool) or freq_mhz <= 0:
         raise ValueError(f"freq_mhz must be a positive number, not {freq_mhz!r}")
     out_dir = Path(out_dir)
@@ -254,8 +260,7 @@ def breakdown(component: wiring.Component, name: str, family: Family | str, *, o
     the flattened design's count. Each entry: ``module`` (the instance path, ``name.sub.sub``) and the
     counts of :func:`parse_stat` without ``cells``.
     """
-    if isinstance(family, str):
-        family = FAMILIES[family]
+    family = _family(family)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = out_dir / f"{name}.v"
@@ -275,20 +280,26 @@ def breakdown(component: wiring.Component, name: str, family: Family | str, *, o
 
 
 _FIT_ERRORS = re.compile(r"ERROR: (Design uses .*|Unable to find a placement location.*|Failed to expand region.*"
-                         r"|.*too many.*)", re.IGNORECASE)
+                         r"|Unable to place cell .*no BELs remaining.*|.*too many.*)", re.IGNORECASE)
+_UTILISATION = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.MULTILINE)
 
 
 def fit_failure(log: Path) -> str | None:
-    """nextpnr's message in ``log`` when the design is too big for the device, else None."""
-    match = _FIT_ERRORS.search(log.read_text(errors="replace"))
-    return match.group(1).strip() if match else None
+    """nextpnr's message in ``log`` when the design is too big for the device, led by the resources
+    it uses beyond the device's (``"ICESTORM_LC 12122/5280 (230%): Unable to place ..."``), else None."""
+    text = log.read_text(errors="replace")
+    match = _FIT_ERRORS.search(text)
+    if match is None:
+        return None
+    over = [f"{name} {used}/{available} ({100 * int(used) // int(available)}%)"
+            for name, used, available in _UTILISATION.findall(text) if int(used) > int(available) > 0]
+    return ", ".join(over) + ": " * bool(over) + match.group(1).strip()
 
 
 def dsp_equivalent(family: Family | str, out_dir: Path) -> int:
     """LUT4s of an unsigned ``dsp_width`` x ``dsp_width`` multiplier synthesised without hard multipliers:
     the LUT-equivalent area this report charges for one DSP block of the family."""
-    if isinstance(family, str):
-        family = FAMILIES[family]
+    family = _family(family)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     width = family.dsp_width

@@ -37,20 +37,22 @@ class AcceleratorSystem(wiring.Component):
 
     Parameters
     ----------
-    rows, cols, k_block, max_chunk, update_lanes, rbits
-        The accelerator's (see :class:`~fp8train.hw.core.Accelerator`).
+    rows, cols, k_block, max_chunk, update_lanes, serial_keys, rbits
+        The accelerator's (see :class:`~fp8train.hw.core.Accelerator`; ``update_lanes=0``: no update unit).
     mem_size : int
         Bytes of on-chip host memory (a power of two).
+    spram : bool
+        The host memory in the iCE40 UP5K's SPRAM (:class:`~fp8train.boards.memory.HostMemory`).
     """
 
     def __init__(self, *, rows: int, cols: int, k_block: int, max_chunk: int, mem_size: int, update_lanes: int = 4,
-                 rbits: int = 8):
+                 serial_keys: bool = False, rbits: int = 8, spram: bool = False):
         from fp8train.hw.core import Accelerator
 
         self.accelerator = Accelerator(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, k_block=k_block,
-                                       update_lanes=update_lanes)
+                                       update_lanes=update_lanes, serial_keys=serial_keys)
         m_axi = self.accelerator.signature.members["m_axi"].signature
-        self.memory = HostMemory(size=mem_size, addr_width=m_axi.addr_width, id_width=m_axi.id_width)
+        self.memory = HostMemory(size=mem_size, addr_width=m_axi.addr_width, id_width=m_axi.id_width, spram=spram)
         self.mem_size = mem_size
         super().__init__({
             "host_csr": In(AxiLiteSignature(addr_width=CSR_ADDR_WIDTH, data_width=32)),

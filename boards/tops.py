@@ -19,11 +19,17 @@ from .bridge import UartHostBridge
 from .system import AcceleratorSystem
 from .uart import baud_divisor
 
-__all__ = ["BoardConfig", "BOARDS", "BoardTop", "board_platform", "BRIDGE_TIMEOUT_S"]
+__all__ = ["BoardConfig", "BOARDS", "BoardTop", "board_platform", "BRIDGE_TIMEOUT_S", "ACCELERATOR_KEYS",
+           "OVERRIDES"]
 
 #: The bridge's inter-byte timeout: USB serial adapters leave gaps of up to about a millisecond
 #: between the packets of one write (full-speed USB frames), which must not truncate a frame.
 BRIDGE_TIMEOUT_S = 0.01
+
+
+#: The :class:`BoardConfig` fields that configure the accelerator, and all a build may override.
+ACCELERATOR_KEYS = ("rows", "cols", "k_block", "max_chunk", "update_lanes", "serial_keys")
+OVERRIDES = ACCELERATOR_KEYS + ("mem_size", "freq_mhz")
 
 
 @dataclass(frozen=True)
@@ -39,20 +45,23 @@ class BoardConfig:
     max_chunk: int
     mem_size: int
     update_lanes: int = 4
+    serial_keys: bool = False
     reset_button: tuple = ("button", 0)
     baud: int = 115_200
     variants: dict = field(default_factory=dict)   # --device choice -> platform class
 
 
 #: Chosen from measurements (README "Resources and Fmax"): the UP5K holds no accelerator configuration
-#: yet (the smallest is kept, and its build fails at placement with nextpnr's reason). On the ULX3S an
+#: yet; the smallest is kept (1x1, no update unit, serial key hashers, SPRAM host memory: 8,554 LUT4s and
+#: 229% of the logic cells with the bridge), and its build fails at placement with nextpnr's reason. On the ULX3S an
 #: 8x8 accelerator needs 102% of the 85F's logic; 8x6 with one update lane placed at 74% (20.1 MHz
 #: estimated) but its routing had not converged after 45 minutes; 6x6 routed at 61% and 19.37 MHz, so
 #: 6x6 at 12.5 MHz.
 BOARDS = {
     "icebreaker": BoardConfig(
         name="icebreaker", family="ice40", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
-        freq_mhz=6.0, rows=1, cols=1, k_block=8, max_chunk=64, mem_size=1 << 17, update_lanes=1),
+        freq_mhz=6.0, rows=1, cols=1, k_block=8, max_chunk=64, mem_size=1 << 17, update_lanes=0,
+        serial_keys=True),
     "ulx3s": BoardConfig(
         name="ulx3s", family="ecp5", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         freq_mhz=12.5, rows=6, cols=6, k_block=64, max_chunk=4096, mem_size=1 << 17, update_lanes=1,
@@ -90,12 +99,10 @@ class BoardTop(Elaboratable):
     def __init__(self, config: BoardConfig, **overrides):
         if not isinstance(config, BoardConfig):
             raise TypeError(f"config must be a BoardConfig, not {config!r}")
-        unknown = set(overrides) - {"rows", "cols", "k_block", "max_chunk", "mem_size", "update_lanes", "freq_mhz",
-                                    "baud"}
+        unknown = set(overrides) - {*OVERRIDES, "baud"}
         if unknown:
             raise TypeError(f"unknown board parameters {', '.join(sorted(unknown))}")
-        values = {key: overrides.get(key, getattr(config, key))
-                  for key in ("rows", "cols", "k_block", "max_chunk", "mem_size", "update_lanes", "freq_mhz")}
+        values = {key: overrides.get(key, getattr(config, key)) for key in OVERRIDES}
         self.config, self.freq_mhz = config, values.pop("freq_mhz")
         self.baud = overrides.get("baud", config.baud)
         if config.family == "ice40" and self.freq_mhz < 16:
@@ -109,16 +116,16 @@ class BoardTop(Elaboratable):
         else:
             self.pll, self.divider = ecp5_pll(25, self.freq_mhz), None
         self.achieved_mhz = self.pll.f_out if self.pll is not None else 12 / self.divider
-        self.system = AcceleratorSystem(**values)
+        self.system = AcceleratorSystem(**values, spram=config.family == "ice40")
         clock_hz = self.achieved_mhz * 1e6
         self.bridge = UartHostBridge(mem_size=values["mem_size"], divisor=baud_divisor(clock_hz, self.baud),
                                      timeout=round(clock_hz * BRIDGE_TIMEOUT_S))
 
     def elaborate(self, platform):
         m = Module()
-        m.domains.sync = ClockDomain("sync")
-        clk, lock = Signal(name="clk_sync"), Signal(name="pll_lock")
-        m.d.comb += ClockSignal("sync").eq(clk)
+        # The clock net is the domain's own signal, so the constraint below names a net nextpnr finds.
+        m.domains.sync = sync = ClockDomain("sync")
+        clk, lock = sync.clk, Signal(name="pll_lock")
         if self.config.family == "ice40":
             if self.pll is not None:
                 pad = platform.request("clk12", dir="-")

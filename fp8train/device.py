@@ -11,7 +11,7 @@ import numpy as np
 from .formats import E4M3, E5M2, FP16_169, FloatFormat
 from .protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, MAX_DIM, MAX_UPDATE_COUNT,
                        PCM_CONFIG_FIELDS, STATUS_DONE, Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat,
-                       Reg, unpack_pcm_config)
+                       Reg, unpack_opcodes, unpack_pcm_config)
 
 __all__ = ["Device", "DeviceError", "BACKENDS"]
 
@@ -31,8 +31,8 @@ TIMEOUT_CYCLES_FIXED = 100_000
 class DeviceError(RuntimeError):
     """The device completed a command with an error code."""
 
-    def __init__(self, code: ErrorCode):
-        super().__init__(f"device error {code.name} ({code:#04x})")
+    def __init__(self, code: ErrorCode, reason: str = ""):
+        super().__init__(f"device error {code.name} ({code:#04x})" + (f": {reason}" if reason else ""))
         self.code = code
 
 
@@ -118,6 +118,7 @@ class Device:
         config = self.link.read_csr(Reg.CONFIG_ARRAY)
         self.rows, self.cols, self.rbits = config & 0xFF, (config >> 8) & 0xFF, (config >> 16) & 0xFF
         self.max_chunk = self.link.read_csr(Reg.CONFIG_LIMITS) & 0xFFFF
+        self.opcodes = unpack_opcodes(self.link.read_csr(Reg.CONFIG_OPCODES))
         self.pcm_config = unpack_pcm_config({reg: self.link.read_csr(reg) for reg in PCM_CONFIG_FIELDS})
         if self.pcm_config is not None:
             from .sim.golden.pcm import PcmConfig
@@ -223,6 +224,8 @@ class Device:
         the weight addition. Returns float32 arrays ``(w_new, v_new or None, copy or None)``, ``copy``
         being the new weights rounded to nearest into ``copy`` ("e5m2", "e4m3" or None).
         """
+        if Opcode.UPDATE not in self.opcodes:
+            raise DeviceError(ErrorCode.BAD_OPCODE, "this device has no update unit (CONFIG_OPCODES)")
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, not {rounding!r}")
         if copy not in COPIES:

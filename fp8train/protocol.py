@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 __all__ = ["DEVICE_ID", "VERSION", "Reg", "Ctrl", "Status", "Irq", "Opcode", "Flag", "OutFormat",
            "ErrorCode", "Descriptor", "DESCRIPTOR_BYTES", "STATUS_DONE", "ALIGN", "MAX_DIM", "GEMM_FLAGS",
            "UPDATE_FLAGS", "FLAGS_DEFINED", "MAX_UPDATE_COUNT", "PCM_OPCODES", "PCM_CONFIG_FIELDS",
-           "pack_pcm_config", "unpack_pcm_config"]
+           "pack_pcm_config", "unpack_pcm_config", "opcode_mask", "unpack_opcodes"]
 
 DEVICE_ID = 0xF8A7_0001
 VERSION = 0x0001_0000            # major << 16 | minor
@@ -40,6 +40,7 @@ class Reg(enum.IntEnum):
     VERSION = 0x004         # RO
     CONFIG_ARRAY = 0x008    # RO  rows | cols << 8 | rbits << 16
     CONFIG_LIMITS = 0x00C   # RO  max_chunk | log2(ring slots max) << 16
+    CONFIG_OPCODES = 0x024  # RO  bit ``op`` set for each Opcode the device executes (opcode_mask)
     CTRL = 0x010            # RW  Ctrl bits
     STATUS = 0x014          # RO  Status bits
     ERROR = 0x018           # RW  last ErrorCode; write 0 to clear
@@ -113,6 +114,17 @@ MAX_UPDATE_COUNT = (1 << 24) - 1
 
 #: The PCM tile's commands (no flags; see :class:`Descriptor`).
 PCM_OPCODES = frozenset({Opcode.PCM_PROGRAM, Opcode.PCM_MVM, Opcode.PCM_TIME})
+
+
+def opcode_mask(opcodes) -> int:
+    """``CONFIG_OPCODES`` of a device executing ``opcodes``: a device may leave out UPDATE (a small FPGA)
+    or the PCM commands, and a host learns it before sending one."""
+    return sum(1 << op for op in frozenset(opcodes))
+
+
+def unpack_opcodes(mask: int) -> frozenset:
+    """The opcodes a ``CONFIG_OPCODES`` value names (unknown bits are ignored)."""
+    return frozenset(op for op in Opcode if mask >> op & 1)
 
 #: The PCM tile's ``PcmConfig`` fields in the CONFIG_PCM* registers: (name, bits) from bit 0 up.
 PCM_CONFIG_FIELDS = {

@@ -1,5 +1,5 @@
 """The accelerator: command engine, tile controller, systolic array, operand scratchpads, output unit,
-lane key hashers, the weight-update executor and optionally the PCM tile's executor (DESIGN.md §3-4, §6).
+lane key hashers, optionally the weight-update executor and the PCM tile's executor (DESIGN.md §3-4, §6).
 Its host interface is the engine's: ``s_axil``, ``m_axi``, ``irq``."""
 
 from amaranth.hdl import Module, Mux, Signal
@@ -14,7 +14,7 @@ from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.controller import TileController
 from fp8train.hw.engine import BEAT, WORD, CommandEngine, executor_members
 from fp8train.hw.pcm.executor import PcmExecutor
-from fp8train.hw.update import UpdateExecutor, check_lanes
+from fp8train.hw.update import UpdateExecutor
 from fp8train.protocol import PCM_OPCODES, Opcode
 from fp8train.sim.golden.device import check_pcm_tile
 from fp8train.sim.golden.pcm import PcmConfig
@@ -39,7 +39,11 @@ class Accelerator(wiring.Component):
         Row tiles the A scratchpad holds per buffer (``TileController``'s A panel).
     update_lanes : int
         Elements per cycle of the weight-update datapath (4, 2 or 1: :class:`~fp8train.hw.update.UpdateUnit`),
-        an area knob for small FPGAs; results do not depend on it.
+        an area knob for small FPGAs; results do not depend on it. 0: no update executor, UPDATE completes
+        BAD_OPCODE (``CONFIG_OPCODES`` says so): the iCE40 UP5K's configuration.
+    serial_keys : bool
+        Lane-key hashers on one 16 x 16 multiplier each instead of nine (:class:`~fp8train.hw.arith.lane_keys.
+        LaneKeyHasher` ``serial``): 2 DSP blocks instead of 18 on an iCE40, a tile starts a few cycles later.
     pcm : PcmConfig or None
         The PCM tile behind PCM_PROGRAM / PCM_MVM / PCM_TIME (:class:`~fp8train.hw.pcm.executor.PcmExecutor`),
         or None: no tile, the PCM opcodes complete BAD_OPCODE.
@@ -52,17 +56,22 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, rbits: int = 8, max_chunk: int = 4096, k_block: int = 256,
-                 a_slots: int = 4, update_lanes: int = 4, pcm: PcmConfig | None = None):
+                 a_slots: int = 4, update_lanes: int = 4, serial_keys: bool = False, pcm: PcmConfig | None = None):
         if isinstance(k_block, bool) or not isinstance(k_block, int) or k_block < 8 or k_block % 8:
             raise ValueError(f"k_block must be a positive multiple of 8, not {k_block!r}")
         self.rows, self.cols, self.rbits = rows, cols, rbits
         self.max_chunk, self.k_block, self.a_slots = max_chunk, k_block, a_slots
-        check_lanes(update_lanes)
+        if type(update_lanes) is not int or update_lanes not in (0, 1, 2, 4):
+            raise ValueError(f"update_lanes must be 0, 1, 2 or 4, not {update_lanes!r}")
         self.update_lanes = update_lanes
+        if not isinstance(serial_keys, bool):
+            raise TypeError(f"serial_keys must be True or False, not {serial_keys!r}")
+        self.serial_keys = serial_keys
         if pcm is not None:
             check_pcm_tile(pcm)
         self.pcm = pcm
-        self.engine = CommandEngine(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, pcm=pcm)
+        self.engine = CommandEngine(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, pcm=pcm,
+                                    update=update_lanes != 0)
         self.controller = TileController(rows=rows, cols=cols, max_chunk=max_chunk, k_block=k_block,
                                          a_slots=a_slots,
                                          addr_width=self.engine.addr_width,
@@ -82,11 +91,8 @@ class Accelerator(wiring.Component):
         m.submodules.scratch_a = scratch_a = OperandScratch(lanes=self.rows, depth=self.a_slots * self.k_block)
         m.submodules.scratch_b = scratch_b = OperandScratch(lanes=self.cols, depth=self.k_block)
         m.submodules.output = output = OutputUnit(rbits=self.rbits)
-        m.submodules.keys = keys = LaneKeyHasher()
-        m.submodules.output_keys = output_keys = LaneKeyHasher()
-        m.submodules.update = update = UpdateExecutor(rbits=self.rbits, addr_width=self.engine.addr_width,
-                                                      length_width=self.engine.dma.length_width,
-                                                      lanes=self.update_lanes)
+        m.submodules.keys = keys = LaneKeyHasher(serial=self.serial_keys)
+        m.submodules.output_keys = output_keys = LaneKeyHasher(serial=self.serial_keys)
 
         wiring.connect(m, wiring.flipped(self.s_axil), engine.s_axil)
         wiring.connect(m, engine.m_axi, wiring.flipped(self.m_axi))
@@ -95,7 +101,12 @@ class Accelerator(wiring.Component):
         # Engine <-> executors, each owning a set of opcodes: the one named by the last exec_cmd owns the
         # DMA ports and answers exec_done; abort goes to all (an idle executor ignores it).
         m.d.comb += engine.mac_active.eq(ctl.mac_active)
-        executors = [(ctl, {Opcode.GEMM}), (update, {Opcode.UPDATE})]
+        executors = [(ctl, {Opcode.GEMM})]
+        if self.update_lanes:
+            m.submodules.update = update = UpdateExecutor(rbits=self.rbits, addr_width=self.engine.addr_width,
+                                                          length_width=self.engine.dma.length_width,
+                                                          lanes=self.update_lanes)
+            executors.append((update, {Opcode.UPDATE}))
         if self.pcm is not None:
             m.submodules.pcm = pcm = PcmExecutor(self.pcm, addr_width=self.engine.addr_width,
                                                  length_width=self.engine.dma.length_width)
@@ -106,7 +117,7 @@ class Accelerator(wiring.Component):
             pick = Signal(name=f"pick_{index}")
             m.d.comb += pick.eq(sum(cmd.p.opcode == op for op in opcodes) != 0)
             picks.append(pick)
-        owner = Signal(range(len(executors)))
+        owner = Signal(range(max(len(executors), 2)))
         ready = 0
         for index, ((executor, _), pick) in enumerate(zip(executors, picks)):
             m.d.comb += [executor.cmd.p.eq(cmd.p), executor.cmd.valid.eq(cmd.valid & pick)]

@@ -18,8 +18,9 @@ from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma, command_layout
 from fp8train.protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, GEMM_FLAGS,
-                               MAX_DIM, MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, STATUS_DONE, UPDATE_FLAGS, VERSION,
-                               Ctrl, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status, pack_pcm_config)
+                               MAX_DIM, MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, STATUS_DONE,
+                               UPDATE_FLAGS, VERSION, Ctrl, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status,
+                               opcode_mask, pack_pcm_config)
 from fp8train.sim.golden.device import check_pcm_tile
 
 __all__ = ["CommandEngine", "exec_layout", "done_layout"]
@@ -95,6 +96,9 @@ class CommandEngine(wiring.Component):
         The DMA's burst length (``Dma(max_burst=...)``).
     pcm : PcmConfig or None
         The device's PCM tile, reported in ``CONFIG_PCM*``; without one the PCM opcodes are BAD_OPCODE.
+    update : bool
+        Whether an update executor takes UPDATE commands; without one UPDATE is BAD_OPCODE (a small
+        FPGA's configuration). ``CONFIG_OPCODES`` reports the opcodes executed.
 
     Members
     -------
@@ -152,7 +156,7 @@ class CommandEngine(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, rbits: int, max_chunk: int, ring_log2_max: int = 12,
-                 max_burst: int = 16, pcm=None):
+                 max_burst: int = 16, pcm=None, update: bool = True):
         _check_int("rows", rows, 1, 255)
         _check_int("cols", cols, 1, 255)
         _check_int("rbits", rbits, 1, 255)
@@ -163,6 +167,9 @@ class CommandEngine(wiring.Component):
         if pcm is not None:
             check_pcm_tile(pcm)
         self.pcm = pcm
+        if not isinstance(update, bool):
+            raise TypeError(f"update must be True or False, not {update!r}")
+        self.update = update
         self.csr = AxiLiteCsr(addr_width=12, data_width=WORD)
         self.dma = Dma(max_burst=max_burst, max_reads_outstanding=16, max_writes_outstanding=8,
                        data_width=BEAT)
@@ -186,6 +193,12 @@ class CommandEngine(wiring.Component):
             "abort": Out(1),
         })
 
+    @property
+    def opcodes(self) -> frozenset:
+        """The opcodes this engine hands to an executor or completes itself (``CONFIG_OPCODES``)."""
+        return frozenset({Opcode.FENCE, Opcode.GEMM} | ({Opcode.UPDATE} if self.update else set()) |
+                         (PCM_OPCODES if self.pcm is not None else set()))
+
     # -- the register file -----------------------------------------------------------------------
     def _registers(self, m, r):
         csr = self.csr
@@ -205,7 +218,8 @@ class CommandEngine(wiring.Component):
         pcm_fields = None if self.pcm is None else {
             name: getattr(self.pcm, name) for layout in PCM_CONFIG_FIELDS.values() for name, _ in layout}
         values = {Reg.ID: DEVICE_ID, Reg.VERSION: VERSION, Reg.CONFIG_ARRAY: config_array,
-                  Reg.CONFIG_LIMITS: config_limits, **pack_pcm_config(pcm_fields), Reg.CTRL: r["enable"],
+                  Reg.CONFIG_LIMITS: config_limits, Reg.CONFIG_OPCODES: opcode_mask(self.opcodes),
+                  **pack_pcm_config(pcm_fields), Reg.CTRL: r["enable"],
                   Reg.STATUS: Mux(r["busy"], Status.BUSY, 0) | Mux(r["error"] != 0, Status.ERROR, 0),
                   Reg.ERROR: r["error"], Reg.IRQ_STATUS: r["irq_status"], Reg.IRQ_MASK: r["irq_mask"],
                   Reg.RING_BASE: r["ring_base"], Reg.RING_SIZE: r["ring_size"],
@@ -330,7 +344,7 @@ class CommandEngine(wiring.Component):
         out_format = flags[FLAG_OUT_SHIFT:FLAG_OUT_SHIFT + 2]
         k_ok = (f["k"] != 0) & (f["k"] <= MAX_DIM)
         is_fence, is_gemm = f["opcode"] == Opcode.FENCE, f["opcode"] == Opcode.GEMM
-        is_update = f["opcode"] == Opcode.UPDATE
+        is_update = (f["opcode"] == Opcode.UPDATE) if self.update else Const(0)
         pcm_dims_ok, pcm_reserved, pcm_buffers = self._pcm_checks(f)
         is_pcm = Const(0) if self.pcm is None else (f["opcode"] == Opcode.PCM_PROGRAM) | (
             f["opcode"] == Opcode.PCM_MVM) | (f["opcode"] == Opcode.PCM_TIME)

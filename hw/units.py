@@ -111,6 +111,12 @@ UNITS = [
         **{f"UNUSEDSIGNAL:{prefix}*": _INLINED for prefix in ("c_add_", "value_", "to_")},
     }),
     Unit("lane_key_hasher", LaneKeyHasher),
+    Unit("lane_key_hasher_serial", lambda: LaneKeyHasher(serial=True), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": "the step counters (multiplication 0-2, part 0-2) and the factor table's index "
+                          "(3 * multiplication + part, 0-8) never take the other codes of their widths",
+    }),
     *(Unit(name, lambda lanes=lanes: UpdateUnit(rbits=8, lanes=lanes), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
         "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit slice for 'x == 0'",
@@ -267,7 +273,7 @@ UNITS = [
         "UNUSEDSIGNAL:*_a?addr": "addresses select 64-bit words (host: 32-bit halves); the byte offset "
                                  "bits below are ignored, wstrb selects the bytes",
         "UNUSEDSIGNAL:dev_awlen": "a write burst ends with wlast; the slave needs no beat count",
-        **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("addr", "write__addr")},
+        **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("addr", "write__addr", "write_data")},
     }),
     # The UART host bridge (boards/bridge.py) at the iCEBreaker's 115200 baud from 6 MHz.
     Unit("uart_rx", lambda: UartRx(divisor=52), waivers={

@@ -7,21 +7,33 @@ import pytest
 
 from fp8train.boards.memory import HostMemory
 from fp8train.sim.benches import harness
+from fp8train.sim.driver.gate import cell_model
 
 
 @pytest.mark.rtl
-def test_host_memory_matches_model():
+@pytest.mark.parametrize("spram", [False, True], ids=["memory", "spram"])
+def test_host_memory_matches_model(spram):
+    """Both forms: an Amaranth memory, and the UP5K's SB_SPRAM256KA (Yosys's model of the cell)."""
     icarus = os.environ.get("SIM") == "icarus"
     size = 1024 if icarus else 4096
     count = 40 if icarus else 300
-    harness.run(HostMemory(size=size), "host_memory", "host_memory_bench",
-                params={"size": size, "seed": 7, "count": count * (10 if os.environ.get("FP8TRAIN_LONG") == "1" else 1)})
+    models = {"sb_spram256ka.v": cell_model("ice40", "SB_SPRAM256KA")} if spram else None
+    harness.run(HostMemory(size=size, spram=spram), "host_memory" + "_spram" * spram, "host_memory_bench",
+                params={"size": size, "seed": 7, "count": count * (10 if os.environ.get("FP8TRAIN_LONG") == "1" else 1)},
+                models=models)
 
 
 @pytest.mark.parametrize("size", [32, 100, 1 << 25, 4096.0, True])
 def test_host_memory_bad_size(size):
     with pytest.raises(ValueError, match=rf"^size must be a power of two from 64 to 2\*\*24 bytes, not {size!r}$"):
         HostMemory(size=size)
+
+
+def test_host_memory_spram_limits():
+    with pytest.raises(ValueError, match=r"^size must be at most 131072 bytes in SPRAM, not 262144$"):
+        HostMemory(size=1 << 18, spram=True)
+    with pytest.raises(TypeError, match=r"^spram must be True or False, not 1$"):
+        HostMemory(size=1 << 12, spram=1)
 
 
 # --- board tops ------------------------------------------------------------------------------------
@@ -42,6 +54,8 @@ def test_icebreaker_top_elaborates():
     rtlil = plan.files["top.il"]
     assert top.achieved_mhz == 6.0 and "cell \\SB_GB \\" in rtlil and "SB_PLL40_PAD" not in rtlil
     assert "accelerator" in rtlil and "memory" in rtlil and "bridge" in rtlil
+    accelerator = top.system.accelerator                    # the UP5K's: no update unit, one multiplier per hasher
+    assert accelerator.update_lanes == 0 and accelerator.serial_keys and "update" not in rtlil
     pcf = plan.files["top.pcf"]
     assert "set_io uart_0__rx__io 6" in pcf and "set_io uart_0__tx__io 9" in pcf, pcf
     _, plan = _plan("icebreaker", rows=1, cols=1, freq_mhz=12)
@@ -58,6 +72,18 @@ def test_ulx3s_top_elaborates():
     assert 'LOCATE COMP "uart_0__rx__io" SITE "M1"' in plan.files["top.lpf"], plan.files["top.lpf"]
     _, plan = _plan("ulx3s", device="45f", rows=1, cols=1)
     assert "LFE5U-45F" in plan.files["build_top.sh"] or "--45k" in plan.files["build_top.sh"]
+
+
+def test_build_cli_takes_the_accelerator_options(monkeypatch, capsys):
+    """``fp8train build`` passes every accelerator option (``--no-serial-keys`` as False) to ``build``."""
+    from fp8train.boards import build as board_build
+
+    seen = {}
+    monkeypatch.setattr(board_build, "build", lambda board, **kwargs: seen.update(kwargs, board=board) or {})
+    assert board_build.main(["icebreaker", "--rows", "2", "--update-lanes", "0", "--no-serial-keys",
+                             "--freq", "12"]) == 0
+    assert seen == {"board": "icebreaker", "out": None, "device": None, "seed": 1, "rows": 2, "update_lanes": 0,
+                    "serial_keys": False, "freq_mhz": 12.0}
 
 
 def test_board_parameter_errors():

@@ -38,6 +38,17 @@ def test_core_3x4(test):
     _run(OTHER, OTHER_K_BLOCK, test)
 
 
+@pytest.mark.parametrize("lanes", [3, 8, -1, 1.0, True])
+def test_bad_update_lanes(lanes):
+    with pytest.raises(ValueError, match=rf"^update_lanes must be 0, 1, 2 or 4, not {lanes!r}$"):
+        Accelerator(rows=1, cols=1, update_lanes=lanes)
+
+
+def test_bad_serial_keys():
+    with pytest.raises(TypeError, match=r"^serial_keys must be True or False, not 'yes'$"):
+        Accelerator(rows=1, cols=1, serial_keys="yes")
+
+
 def test_bad_k_block():
     with pytest.raises(ValueError, match="k_block must be a positive multiple of 8"):
         Accelerator(**CONFIG, k_block=12)

@@ -19,18 +19,34 @@ GROUPS = {
 }
 
 
-def _params(seed=64):
+def _params(seed=64, update=True):
     icarus = os.environ.get("SIM") == "icarus"
-    return {**CONFIG, "seed": seed, "commands": 12 if icarus else 40}
+    return {**CONFIG, "seed": seed, "commands": 12 if icarus else 40, "update": update}
+
+
+def _filter(groups):
+    return r"\.(" + "|".join(name for group in groups for name in GROUPS[group]) + r")(/.*)?$"
 
 
 @pytest.mark.rtl
 @pytest.mark.parametrize("group", list(GROUPS))
 def test_engine(group):
     """Runs of one build, so that pytest-xdist spreads the bench over both cores."""
-    test_filter = r"\.(" + "|".join(GROUPS[group]) + r")(/.*)?$"
     harness.run(CommandEngine(**CONFIG), "command_engine", "engine_bench", params=_params(),
-                extra_env={"COCOTB_TEST_FILTER": test_filter})
+                extra_env={"COCOTB_TEST_FILTER": _filter([group])})
+
+
+@pytest.mark.rtl
+def test_engine_without_update_refuses_update():
+    """``update=False`` (a small board's engine): UPDATE completes BAD_OPCODE like golden's device without
+    it, ``CONFIG_OPCODES`` says so, and the other commands are unchanged."""
+    harness.run(CommandEngine(**CONFIG, update=False), "command_engine_no_update", "engine_bench",
+                params=_params(update=False), extra_env={"COCOTB_TEST_FILTER": _filter(["registers", "malformed"])})
+
+
+def test_engine_update_flag_must_be_bool():
+    with pytest.raises(TypeError, match=r"^update must be True or False, not 1$"):
+        CommandEngine(**CONFIG, update=1)
 
 
 @pytest.mark.parametrize("name,value,low,high", [

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from fp8train.boards.synth import (FAMILIES, SynthError, breakdown, harness_verilog, parse_nextpnr, parse_stat,
-                                   synthesize)
+from fp8train.boards.synth import (FAMILIES, SynthError, breakdown, dsp_equivalent, fit_failure, harness_verilog,
+                                   parse_nextpnr, parse_stat, synthesize)
 from fp8train.cli import main as cli_main
 from fp8train.formats import E5M2, FP16_169
 from fp8train.hw.arith.mul import FpMul
@@ -47,6 +47,33 @@ def test_breakdown_counts_each_module_without_its_submodules(tmp_path):
     table = render_breakdown(rows, "iCE40UP5K-SG48", "array")
     assert f"| array.pe_0_0 | {pe['luts']} |" in table
     assert f"| total | {sum(row['luts'] for row in rows)} |" in table
+
+
+@pytest.mark.parametrize("run", [
+    lambda out: synthesize(FpMul(fmt_a=E5M2, out_fmt=FP16_169), "mul", "xc7", out_dir=out, place=False),
+    lambda out: breakdown(FpMul(fmt_a=E5M2, out_fmt=FP16_169), "mul", "xc7", out_dir=out),
+    lambda out: dsp_equivalent("xc7", out),
+])
+def test_unknown_family_is_refused_before_any_tool_runs(tmp_path, run):
+    with pytest.raises(ValueError, match=r"^family must be one of ice40, ecp5, not 'xc7'$"):
+        run(tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_fit_failure_names_the_resources_over_capacity(tmp_path):
+    """nextpnr's log of the iCEBreaker build (shortened): the message leads with what is over."""
+    log = tmp_path / "top.tim"
+    log.write_text("Info: Device utilisation:\n"
+                   "Info: \t         ICESTORM_LC:   12122/   5280   229%\n"
+                   "Info: \t        ICESTORM_RAM:      19/     30    63%\n"
+                   "Info: \t        ICESTORM_DSP:       8/      8   100%\n"
+                   "ERROR: Unable to place cell 'x_DFFLC', no BELs remaining to implement cell type 'ICESTORM_LC'\n")
+    assert fit_failure(log) == ("ICESTORM_LC 12122/5280 (229%): Unable to place cell 'x_DFFLC', no BELs remaining "
+                                "to implement cell type 'ICESTORM_LC'")
+    log.write_text("ERROR: Design uses 10 DSPs but device has 8\n")
+    assert fit_failure(log) == "Design uses 10 DSPs but device has 8"
+    log.write_text("ERROR: IO pin 'x' is unconstrained\n")
+    assert fit_failure(log) is None
 
 
 def test_parsers():
@@ -92,6 +119,15 @@ def test_update_readme(tmp_path):
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match=r"must contain the marker lines"):
         update_readme(readme, "| new |\n")
+
+
+def test_designs_take_the_board_options():
+    """The iCEBreaker's accelerator options reach the reported design (``--update-lanes 0 --serial-keys``)."""
+    from fp8train.report import designs
+
+    accelerator = designs([], [(1, 1)], k_block=8, max_chunk=64, update_lanes=0, serial_keys=True)[-1]
+    top = accelerator.factory()
+    assert accelerator.name == "accelerator_1x1" and top.update_lanes == 0 and top.serial_keys
 
 
 def test_cli_passes_options_to_report(capsys):

@@ -139,3 +139,28 @@ def test_device_over_noisy_serial_matches_golden():
         print(f"retried {link.retried} requests: {link.failures}")
         assert link.retried > 0, "no bit error hit a frame: raise the rate"
         device.close()
+
+
+def test_icebreaker_accelerator_runs_gemms_and_refuses_update():
+    """The iCEBreaker's system (no update unit, serial key hashers, host memory in SPRAM): GEMMs with
+    stochastic rounding bit-exact over the serial link, the device reports no UPDATE in CONFIG_OPCODES, and
+    the driver refuses ``sgd_update`` with a clear error."""
+    import fp8train
+    from fp8train.boards.tops import BOARDS
+    from fp8train.protocol import Opcode
+
+    icebreaker = BOARDS["icebreaker"]
+    with SimUart(**BOARD, update_lanes=icebreaker.update_lanes, serial_keys=icebreaker.serial_keys,
+                 spram=True) as uart:
+        device = Device("serial", port=_link(uart), seed=13)
+        assert device.opcodes == {Opcode.FENCE, Opcode.GEMM}
+        golden = Device("golden", seed=13, memory_bytes=device.memory_bytes)
+        rng = np.random.default_rng(8)
+        for m, n, k in SHAPES:
+            a, b = _e5m2(rng, (m, k)), _e5m2(rng, (k, n))
+            _check(device.matmul(a, b, chunk=4, rounding="stochastic"),
+                   golden.matmul(a, b, chunk=4, rounding="stochastic"), f"GEMM {m}x{n}x{k}")
+        w = np.zeros(8, dtype=np.float32)
+        with pytest.raises(fp8train.DeviceError, match=r"^device error BAD_OPCODE .*no update unit"):
+            device.sgd_update(w, w, lr=0.125)
+        device.close()

@@ -8,7 +8,6 @@ import os
 
 import pytest
 
-from fp8train.hw.core import Accelerator
 from fp8train.hw.update import UpdateExecutor, UpdateUnit
 from fp8train.sim.benches import harness
 from fp8train.sim.benches.update_exec_bench import ExecutorHarness
@@ -57,8 +56,7 @@ def test_executor_block(block):
 
 @pytest.mark.parametrize("lanes", [0, 3, 8, 4.0, True])
 def test_lanes(lanes):
-    for make in (lambda: UpdateUnit(lanes=lanes), lambda: UpdateExecutor(lanes=lanes),
-                 lambda: Accelerator(rows=1, cols=1, update_lanes=lanes)):
+    for make in (lambda: UpdateUnit(lanes=lanes), lambda: UpdateExecutor(lanes=lanes)):
         with pytest.raises(ValueError, match=rf"^lanes must be 1, 2 or 4, not {lanes!r}$"):
             make()
 

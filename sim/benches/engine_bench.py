@@ -123,8 +123,10 @@ class EngineTB:
     def __init__(self, dut, stall=False, seed_offset=0):
         self.dut = dut
         params = bench_params()
+        opcodes = {Opcode.FENCE, Opcode.GEMM} | ({Opcode.UPDATE} if params["update"] else set())
         self.config = DeviceConfig(rows=params["rows"], cols=params["cols"], rbits=params["rbits"],
-                                   max_chunk=params["max_chunk"], ring_log2_max=params["ring_log2_max"])
+                                   max_chunk=params["max_chunk"], ring_log2_max=params["ring_log2_max"],
+                                   opcodes=frozenset(opcodes))
         self.commands = params["commands"]
         self.seed = params["seed"] + seed_offset
         dut._log.info("seed %d, stall %s", self.seed, stall)
@@ -203,7 +205,7 @@ class EngineTB:
     async def check_registers(self, what):
         for reg in (Reg.CTRL, Reg.STATUS, Reg.ERROR, Reg.IRQ_STATUS, Reg.IRQ_MASK, Reg.RING_BASE,
                     Reg.RING_SIZE, Reg.RING_HEAD, Reg.RING_TAIL, Reg.WINDOW_BASE, Reg.WINDOW_LIMIT,
-                    Reg.PERF_DONE, Reg.ID, Reg.VERSION, Reg.CONFIG_ARRAY, Reg.CONFIG_LIMITS):
+                    Reg.PERF_DONE, Reg.ID, Reg.VERSION, Reg.CONFIG_ARRAY, Reg.CONFIG_LIMITS, Reg.CONFIG_OPCODES):
             got, want = await self.read(reg), self.golden.read_csr(reg)
             assert got == want, f"{what}: {reg.name} {got:#x} != golden {want:#x}"
         assert int(self.dut.irq.value) == self.golden.irq(), f"{what}: irq {int(self.dut.irq.value)}"
@@ -375,7 +377,7 @@ async def test_registers(dut):
     for reg in (Reg.ID, Reg.STATUS, Reg.RING_TAIL, Reg.PERF_DONE):  # read-only: ignored, OKAY
         await tb.write(reg, 0xFFFF_FFFF, mirror=False)
     await tb.check_registers("after writes to read-only registers")
-    for addr in (0x024, 0x028, 0x048, 0x07C, 0x0A0, 0x100, 0xFFC):
+    for addr in (0x028, 0x02C, 0x048, 0x07C, 0x0A0, 0x100, 0xFFC):
         await tb.read(addr, resp=AxiResp.DECERR)
         await tb.write(addr, 0, resp=AxiResp.DECERR, mirror=False)
     for reg in (Reg.PERF_BUSY, Reg.PERF_MAC, Reg.PERF_DMA_STALL):

@@ -74,7 +74,7 @@ def _deadline(seconds: float):
 
 def run(dut: ComponentOrFactory, name: str, bench: str, *, params: dict | None = None,
         extra_env: dict | None = None, testcase: str | None = None,
-        timeout: float = 300) -> Path:
+        timeout: float = 300, models: dict | None = None) -> Path:
     """Build ``dut`` (once per distinct Verilog) and run the cocotb module ``bench`` on it.
 
     Parameters
@@ -95,6 +95,9 @@ def run(dut: ComponentOrFactory, name: str, bench: str, *, params: dict | None =
     timeout : float
         Seconds of wall time before the simulator is killed (ten times more under
         ``FP8TRAIN_LONG=1``).
+    models : dict, optional
+        Further Verilog files (name -> text) the build reads, e.g. the model of a vendor cell ``dut``
+        instantiates (:func:`fp8train.sim.driver.gate.cell_model`).
 
     The simulator comes from ``$SIM`` (``verilator`` by default, or ``icarus``); ``WAVES=1`` records
     waves (VCD under Verilator, FST under Icarus) in the run directory
@@ -104,8 +107,8 @@ def run(dut: ComponentOrFactory, name: str, bench: str, *, params: dict | None =
     waves = os.environ.get("WAVES", "").lower() in _TRUE  # as the runner reads it
     verilog = to_verilog(_elaborate(dut), name, emit_src=False)
     try:
-        build_dir = cached_build(name, {f"{name}.v": verilog}, name, sim=sim, build_args=_BUILD_ARGS[sim],
-                                 waves=waves)
+        build_dir = cached_build(name, {f"{name}.v": verilog, **(models or {})}, name, sim=sim,
+                                 build_args=_BUILD_ARGS[sim], waves=waves)
     except BuildError as error:
         pytest.fail(str(error), pytrace=False)
     runner = get_runner(sim)

@@ -2,7 +2,8 @@
 
 Random bursts through the AXI4 port (``dev``, the accelerator's side) and 32-bit accesses through the
 AXI4-Lite port (``host``, the host link's side), with pauses on every channel, against a ``bytearray``
-model; beats beyond the memory answer DECERR and write nothing. Parameters (``bench_params()``):
+model, after filling the whole memory with random bytes (an SPRAM starts undefined); beats beyond the
+memory answer DECERR and write nothing. Parameters (``bench_params()``):
 ``size`` (bytes), ``seed``, ``count`` (random operations).
 """
 
@@ -42,6 +43,7 @@ class HostMemoryTB:
             master.write_if.aw_channel.set_pause_generator(itertools.cycle([0, 0, 1]))
             master.write_if.w_channel.set_pause_generator(itertools.cycle([0, 1, 0, 0]))
             master.read_if.r_channel.set_pause_generator(itertools.cycle([0, 1, 0]))
+        await self.write(self.dev, 0, self.rng.randbytes(self.size), "fill")
 
     async def check_read(self, master, address, length, label):
         got = await master.read(address, length)

@@ -58,16 +58,16 @@ async def stream_lockstep(clk, i: StreamPort, o: StreamPort, beats, *, latency: 
 
 
 async def stream_stalled(clk, i: StreamPort, o: StreamPort, beats, in_stall: str | None,
-                         out_stall: str | None, seed: int) -> np.ndarray:
+                         out_stall: str | None, seed: int, cycles_per_beat: int = 1) -> np.ndarray:
     """Send ``beats`` and take as many results under the :func:`~fp8train.sim.benches.streams.stalls`
     patterns ``in_stall`` (idle input) and ``out_stall`` (backpressure); returns the results.
 
-    Fails, instead of waiting forever, when they do not all come out within ``STALL_SLACK`` cycles
-    per beat (a unit that drops beats under backpressure).
+    Fails, instead of waiting forever, when they do not all come out within ``STALL_SLACK`` times
+    ``cycles_per_beat`` (the unit's own pace) cycles per beat (a unit that drops beats under backpressure).
     """
     beats = list(beats)
     sender = cocotb.start_soon(drive(clk, i, beats, stalls(in_stall, seed + 1)))
-    limit = STALL_SLACK * len(beats) + 20
+    limit = STALL_SLACK * cycles_per_beat * len(beats) + 20
     try:
         got = await with_timeout(collect(clk, o, len(beats), stalls(out_stall, seed + 2)),
                                  limit * CLOCK_NS, "ns")

