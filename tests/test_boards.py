@@ -7,7 +7,7 @@ import pytest
 
 from fp8train.boards.memory import HostMemory
 from fp8train.sim.benches import harness
-from fp8train.sim.driver.gate import cell_model
+from fp8train.sim.driver.gate import spram_model
 
 
 @pytest.mark.rtl
@@ -17,7 +17,7 @@ def test_host_memory_matches_model(spram):
     icarus = os.environ.get("SIM") == "icarus"
     size = 1024 if icarus else 4096
     count = 40 if icarus else 300
-    models = {"sb_spram256ka.v": cell_model("ice40", "SB_SPRAM256KA")} if spram else None
+    models = {"sb_spram256ka.v": spram_model()} if spram else None
     harness.run(HostMemory(size=size, spram=spram), "host_memory" + "_spram" * spram, "host_memory_bench",
                 params={"size": size, "seed": 7, "count": count * (10 if os.environ.get("FP8TRAIN_LONG") == "1" else 1)},
                 models=models)

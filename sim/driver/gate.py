@@ -33,7 +33,8 @@ from pathlib import Path
 from fp8train.sim.driver.build import locked, log_tail
 from fp8train.toolchain import build_path
 
-__all__ = ["FAMILIES", "GateSynthError", "cell_models", "cell_model", "netlist", "sim_netlist", "gate_link"]
+__all__ = ["FAMILIES", "GateSynthError", "cell_models", "cell_model", "spram_model", "netlist", "sim_netlist",
+           "gate_link"]
 
 #: Yosys synthesis command of each family. Only iCE40 is wired up: the ECP5 models ``include`` further
 #: files and Icarus needs a patched copy of them (DESIGN.md §8), which nothing here does yet.
@@ -69,6 +70,17 @@ def cell_model(family: str, cell: str) -> str:
     if start < 0 or end < 0:
         raise GateSynthError(f"no model of {cell} in {cell_models(family)}")
     return text[start:end] + "endmodule\n"
+
+
+def spram_model() -> str:
+    """The UP5K's ``SB_SPRAM256KA`` model with pseudo-random contents at power-up, as RTL that instantiates
+    it needs in simulation: Yosys's model leaves them X, which a byte a device reads but never wrote (a
+    row's padding) carries to the UART, where a real SPRAM holds arbitrary but defined values."""
+    model = cell_model("ice40", "SB_SPRAM256KA")
+    declaration = "\tinteger i;\n"
+    if declaration not in model:
+        raise GateSynthError("the SB_SPRAM256KA model no longer declares 'integer i'; update spram_model()")
+    return model.replace(declaration, declaration + "\tinitial for (i = 0; i <= 16383; i = i + 1) mem[i] = $random;\n", 1)
 
 
 def _yosys() -> str:

@@ -25,7 +25,7 @@ from amaranth.lib.wiring import In, Out
 from fp8train.boards.bridge import UartHostBridge
 from fp8train.boards.system import AcceleratorSystem
 from fp8train.sim.driver.build import cached_build, simulator
-from fp8train.sim.driver.gate import cell_model
+from fp8train.sim.driver.gate import spram_model
 from fp8train.sim.driver.link import LinkError, SimulatorCrashed
 from fp8train.sim.driver.rtl import _TIMING_ARGS, SimulatorProcess
 from fp8train.sim.driver.top import CLOCK_NS, TOP
@@ -83,7 +83,7 @@ class SimUart(SimulatorProcess):
     ----------
     rows, cols, k_block, max_chunk, mem_size, divisor, max_words, update_lanes, serial_keys, spram
         Of :class:`SerialSystem` (``update_lanes=0, serial_keys=True, spram=True``: the iCEBreaker's system,
-        its SPRAM simulated with Yosys's model of the cell).
+        its SPRAM simulated with Yosys's model of the cell, random at power-up: ``gate.spram_model``).
     bridge_timeout : int, optional
         The bridge's inter-byte timeout in clock cycles (default: its own).
     sim : "verilator" | "icarus", optional
@@ -128,7 +128,7 @@ class SimUart(SimulatorProcess):
                 ("_serial_keys" if serial_keys else "") + ("_spram" if spram else ""))
         sources = {f"{name}.v": to_verilog(system, name, emit_src=False), f"{TOP}.v": _wrapper(name)}
         if spram:
-            sources["sb_spram256ka.v"] = cell_model("ice40", "SB_SPRAM256KA")
+            sources["sb_spram256ka.v"] = spram_model()
         build_args = ["-Wno-fatal", *_TIMING_ARGS] if self.sim == "verilator" else []
         self.build_dir = cached_build(name, sources, TOP, sim=self.sim, build_args=build_args)
         self._new_run()
