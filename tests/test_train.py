@@ -243,3 +243,15 @@ def test_device_without_update_fails_at_the_first_update():
         with pytest.raises(fp8train.DeviceError, match=r"^device error BAD_OPCODE"):
             train("recipe", steps=1, device=dev)
         assert dev.calls == 8                                         # 7 GEMMs, then the refused UPDATE
+
+
+def test_device_reporting_no_update_is_refused_before_training():
+    """A device whose CONFIG_OPCODES lacks UPDATE (the iCEBreaker's): training stops before the first GEMM."""
+    import fp8train
+    from fp8train.protocol import Opcode
+
+    with fp8train.Device("golden") as dev:
+        dev.opcodes = frozenset({Opcode.FENCE, Opcode.GEMM})
+        with pytest.raises(fp8train.DeviceError, match=r"^device error BAD_OPCODE .*no update unit"):
+            train("recipe", steps=1, device=dev)
+        assert dev.calls == 0
