@@ -55,8 +55,8 @@ class BoardConfig:
 #: yet; the smallest is kept (1x1, no update unit, serial key hashers, SPRAM host memory: 8,554 LUT4s and
 #: 229% of the logic cells with the bridge), and its build fails at placement with nextpnr's reason. On the ULX3S an
 #: 8x8 accelerator needs 102% of the 85F's logic; 8x6 with one update lane placed at 74% (20.1 MHz
-#: estimated) but its routing had not converged after 45 minutes; 6x6 routed at 61% and 19.37 MHz, so
-#: 6x6 at 12.5 MHz.
+#: estimated) but its routing had not converged after 45 minutes; 7x6 routed at 67% and 19.67 MHz, so
+#: 7x6 at 12.5 MHz.
 BOARDS = {
     "icebreaker": BoardConfig(
         name="icebreaker", family="ice40", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
@@ -64,7 +64,7 @@ BOARDS = {
         serial_keys=True),
     "ulx3s": BoardConfig(
         name="ulx3s", family="ecp5", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
-        freq_mhz=12.5, rows=6, cols=6, k_block=64, max_chunk=4096, mem_size=1 << 17, update_lanes=1,
+        freq_mhz=12.5, rows=7, cols=6, k_block=64, max_chunk=4096, mem_size=1 << 17, update_lanes=1,
         reset_button=("button_pwr", 0),
         variants={"12f": "amaranth_boards.ulx3s:ULX3S_12F_Platform",
                   "25f": "amaranth_boards.ulx3s:ULX3S_25F_Platform",
