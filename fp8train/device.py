@@ -138,6 +138,12 @@ class Device:
     def __exit__(self, *exc):
         self.close()
 
+    def require_update(self) -> None:
+        """DeviceError (BAD_OPCODE) unless the device executes UPDATE (``CONFIG_OPCODES``): a host stops
+        before sending work that would end in a refused update, e.g. on the iCEBreaker's accelerator."""
+        if Opcode.UPDATE not in self.opcodes:
+            raise DeviceError(ErrorCode.BAD_OPCODE, "this device has no update unit (CONFIG_OPCODES)")
+
     def close(self) -> None:
         close = getattr(self.link, "close", None)
         if close is not None:
@@ -224,8 +230,7 @@ class Device:
         the weight addition. Returns float32 arrays ``(w_new, v_new or None, copy or None)``, ``copy``
         being the new weights rounded to nearest into ``copy`` ("e5m2", "e4m3" or None).
         """
-        if Opcode.UPDATE not in self.opcodes:
-            raise DeviceError(ErrorCode.BAD_OPCODE, "this device has no update unit (CONFIG_OPCODES)")
+        self.require_update()
         if rounding not in ROUNDINGS:
             raise ValueError(f"rounding must be one of {ROUNDINGS}, not {rounding!r}")
         if copy not in COPIES:

@@ -49,7 +49,6 @@ import numpy as np
 
 from ..device import BACKENDS, Device, DeviceError
 from ..formats import E4M3, E5M2, FP16_169, FloatFormat
-from ..protocol import ErrorCode, Opcode
 from .golden.arith import matmul as golden_matmul
 from .golden.device import output_stage
 
@@ -210,11 +209,12 @@ class Trainer:
         self._own_device = device is None
         if variant != "fp32":
             self.device = device if device is not None else Device(backend, seed=seed)
-            if Opcode.UPDATE not in self.device.opcodes:          # e.g. the iCEBreaker's accelerator
+            try:
+                self.device.require_update()
+            except DeviceError:
                 if self._own_device:
                     self.device.close()
-                raise DeviceError(ErrorCode.BAD_OPCODE, "this device has no update unit (CONFIG_OPCODES); "
-                                                        "training needs UPDATE")
+                raise
             self.fwd_fmt = E4M3 if variant == "hfp8" else E5M2
             self.chunk = self.device.max_chunk if variant == "no_chunk" else hyper.chunk
             self.rounding = "nearest" if variant == "rne_update" else "stochastic"
