@@ -13,6 +13,7 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import exact_log2
 
 from fp8train.frames import (CRC_INIT, CSR_SPACE, IRQ_LEVEL, MAX_WORDS, SYNC_REPLY, SYNC_REQUEST, Op, Status,
                              info_word)
@@ -24,6 +25,18 @@ __all__ = ["FrameParser", "ReplyFramer", "UartHostBridge", "request_layout", "re
 
 request_layout = data.StructLayout({"op": 8, "seq": 8, "count": 8, "addr": 32, "error": 8})
 reply_layout = data.StructLayout({"status": 8, "seq": 8, "count": 8})
+
+
+def _at_most(value, limit):
+    """``value <= limit`` for a constant ``limit`` as plain logic: Yosys maps a comparison with a
+    constant to a carry chain, which costs an iCE40 logic cell per bit."""
+    if limit < 0:
+        return Const(0)
+    if limit >= (1 << len(value)) - 1:
+        return Const(1)
+    top = len(value) - 1
+    rest = _at_most(value[:top], limit & ((1 << top) - 1))
+    return ~value[top] | rest if limit >> top & 1 else ~value[top] & rest
 
 
 def _check_max_words(max_words):
@@ -56,8 +69,10 @@ class FrameParser(wiring.Component):
         The executor owns the frame buffer: bytes are dropped, and no frame starts.
     o : Out(stream.Signature(request_layout))
         The request; held until taken, and bytes that arrive meanwhile are dropped.
-    wr_addr : Out(range(max_words)), wr_data : Out(32), wr_en : Out(1)
-        The frame buffer's write port (data words of a write request).
+    wr_addr : Out(range(max_words)), wr_data : Out(32), wr_en : Out(4)
+        The frame buffer's write port, with byte lanes: each data byte of a write request goes to
+        its lane (``wr_en`` one-hot; ``wr_data`` has the byte in every lane) of word ``wr_addr`` as it
+        arrives, so no word is assembled in flip-flops. A rejected frame may leave part of a word written.
     """
 
     def __init__(self, *, max_words: int, timeout: int):
@@ -68,7 +83,7 @@ class FrameParser(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(8, always_ready=True)), "rx_error": In(1), "busy": In(1),
             "o": Out(stream.Signature(request_layout)),
-            "wr_addr": Out(range(max_words)), "wr_data": Out(32), "wr_en": Out(1),
+            "wr_addr": Out(range(max_words)), "wr_data": Out(32), "wr_en": Out(4),
         })
 
     def elaborate(self, platform):
@@ -77,12 +92,12 @@ class FrameParser(wiring.Component):
         req = self.o.payload
         crc = Signal(16, init=CRC_INIT)
         index = Signal(3)                      # header byte after the sync (0: op ... 6: addr[31:24])
-        word = Signal(range(MAX_WORDS + 1))    # data word being received
+        word = Signal(range(self.max_words + 1))   # data word being received
         lane = Signal(2)                       # its byte
-        words = Signal(range(MAX_WORDS + 1))   # data words of this request
+        words = Signal(range(MAX_WORDS + 1))   # data words of this request (once its count is in)
         quiet = Signal(range(self.timeout + 1))
-        shift = Signal(32)                     # data bytes so far, the latest in the top byte
-        m.d.comb += [self.wr_addr.eq(word), self.wr_data.eq(Cat(shift[8:], byte))]
+        m.d.comb += [self.wr_addr.eq(word), self.wr_data.eq(byte.replicate(4)),
+                     words.eq(Mux((req.op == Op.WRITE_CSR) | (req.op == Op.WRITE_MEM), req.count, 0))]
         with m.If(got):
             m.d.sync += quiet.eq(0)
         with m.Elif(quiet != self.timeout):
@@ -90,7 +105,7 @@ class FrameParser(wiring.Component):
         timed_out = quiet == self.timeout
 
         counts_ok = Mux(req.op == Op.STATUS, byte == 0,
-                        Mux(req.op <= Op.WRITE_CSR, byte == 1, (byte != 0) & (byte <= self.max_words)))
+                        Mux(_at_most(req.op, Op.WRITE_CSR), byte == 1, (byte != 0) & _at_most(byte, self.max_words)))
 
         def finish(error):
             m.d.sync += [req.error.eq(error), self.o.valid.eq(1)]
@@ -110,14 +125,13 @@ class FrameParser(wiring.Component):
                     with m.Switch(index):
                         with m.Case(0):
                             m.d.sync += req.op.eq(byte)
-                            with m.If(byte > Op.WRITE_MEM):
+                            with m.If(~_at_most(byte, Op.WRITE_MEM)):
                                 m.d.sync += req.error.eq(Status.BAD_OP)
                                 m.next = "DISCARD"
                         with m.Case(1):
                             m.d.sync += req.seq.eq(byte)
                         with m.Case(2):
-                            m.d.sync += [req.count.eq(byte),
-                                         words.eq(Mux((req.op == Op.WRITE_CSR) | (req.op == Op.WRITE_MEM), byte, 0))]
+                            m.d.sync += req.count.eq(byte)
                             with m.If(~counts_ok):
                                 m.d.sync += req.error.eq(Status.BAD_LENGTH)
                                 m.next = "DISCARD"
@@ -134,9 +148,9 @@ class FrameParser(wiring.Component):
                     m.d.sync += req.error.eq(Status.FRAMING)
                     m.next = "DISCARD"
                 with m.Elif(got):
-                    m.d.sync += [crc.eq(crc16_step(crc, byte)), lane.eq(lane + 1), shift.eq(Cat(shift[8:], byte))]
+                    m.d.comb += self.wr_en.eq(1 << lane)
+                    m.d.sync += [crc.eq(crc16_step(crc, byte)), lane.eq(lane + 1)]
                     with m.If(lane == 3):
-                        m.d.comb += self.wr_en.eq(1)
                         m.d.sync += word.eq(word + 1)
                         with m.If(word + 1 == words):
                             m.next = "CRC0"
@@ -179,7 +193,9 @@ class ReplyFramer(wiring.Component):
     -------
     i : In(stream.Signature(reply_layout))
         The reply's header (``status`` with :data:`~fp8train.frames.IRQ_LEVEL` already merged);
-        ``ready`` when the previous frame has been handed to ``o`` in full.
+        ``ready`` when the previous frame has been handed to ``o`` in full. The payload is read while
+        the frame is sent, not stored: hold it until ``ready`` returns (the bridge keeps it in its own
+        registers anyway).
     o : Out(stream.Signature(8))
         The frame's bytes (to :class:`~fp8train.boards.uart.UartTx`), a register.
     rd_addr : Out(range(max_words)), rd_data : In(32)
@@ -194,26 +210,29 @@ class ReplyFramer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        head = Signal(reply_layout)
         crc = Signal(16)
         index = Signal(2)
-        word = Signal(range(MAX_WORDS + 1))
+        word = Signal(range(self.max_words + 1))
         lane = Signal(2)
         m.d.comb += self.rd_addr.eq(word)
         free = ~self.o.valid | self.o.ready
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
+        # The CRC takes a byte from o.payload the cycle after it is sent: from a register, not from the
+        # byte multiplexer. Only the CRC bytes wait for it, a cycle the transmitter never notices.
+        fresh = Signal()                         # o.payload holds a byte the CRC has yet to take
+        m.d.sync += fresh.eq(0)
+        with m.If(fresh):
+            m.d.sync += crc.eq(crc16_step(crc, self.o.payload))
 
         def send(byte, checked=True):
-            m.d.sync += [self.o.payload.eq(byte), self.o.valid.eq(1)]
-            if checked:
-                m.d.sync += crc.eq(crc16_step(crc, byte))
+            m.d.sync += [self.o.payload.eq(byte), self.o.valid.eq(1), fresh.eq(checked)]
 
         with m.FSM(name="framer"):
             with m.State("IDLE"):
                 m.d.comb += self.i.ready.eq(1)
                 with m.If(self.i.valid):
-                    m.d.sync += [head.eq(self.i.payload), crc.eq(CRC_INIT), index.eq(0), word.eq(0), lane.eq(0)]
+                    m.d.sync += [crc.eq(CRC_INIT), index.eq(0), word.eq(0), lane.eq(0)]
                     m.next = "SYNC"
             with m.State("SYNC"):
                 with m.If(free):
@@ -221,11 +240,11 @@ class ReplyFramer(wiring.Component):
                     m.next = "HEADER"
             with m.State("HEADER"):
                 with m.If(free):
-                    send(Cat(head.status, head.seq, head.count).word_select(index, 8))
+                    send(self.i.payload.as_value().word_select(index, 8))
                     m.d.sync += index.eq(index + 1)
                     with m.If(index == 2):
                         m.next = "FETCH"
-                        with m.If(head.count == 0):
+                        with m.If(self.i.payload.count == 0):
                             m.next = "CRC_HIGH"
             with m.State("FETCH"):                   # the word's address reaches the buffer
                 m.next = "DATA"
@@ -236,10 +255,10 @@ class ReplyFramer(wiring.Component):
                     with m.If(lane == 3):
                         m.d.sync += word.eq(word + 1)
                         m.next = "FETCH"
-                        with m.If(word + 1 == head.count):
+                        with m.If(word + 1 == self.i.payload.count):
                             m.next = "CRC_HIGH"
             with m.State("CRC_HIGH"):
-                with m.If(free):
+                with m.If(free & ~fresh):
                     send(crc[8:], checked=False)
                     m.next = "CRC_LOW"
             with m.State("CRC_LOW"):
@@ -295,14 +314,14 @@ class UartHostBridge(wiring.Component):
         m.submodules.parser = parser = self.parser
         m.submodules.framer = framer = self.framer
         m.submodules.buffer = buffer = Memory(shape=32, depth=self.max_words, init=[])
-        rd, wr = buffer.read_port(), buffer.write_port()
+        rd, wr = buffer.read_port(), buffer.write_port(granularity=8)
         m.d.comb += [rx.rx.eq(self.rx), self.tx.eq(tx.tx), parser.rx_error.eq(rx.error)]
         wiring.connect(m, rx.o, parser.i)
         wiring.connect(m, framer.o, tx.i)
 
-        req = Signal(request_layout)
-        index = Signal(range(MAX_WORDS + 1))         # word of the burst
-        addr = Signal(32)                            # its byte address
+        incoming = parser.o.payload                  # held by the parser until the next request
+        index = Signal(range(self.max_words + 1))    # word of the burst
+        addr = incoming.addr + (index << 2)          # its byte address
         wdata = Signal(32)
         status, count = Signal(8), Signal(8)         # of the reply
         last_write, remembered = Signal(8), Signal() # seq of the last write executed (retry detection)
@@ -312,18 +331,20 @@ class UartHostBridge(wiring.Component):
             m.d.comb += [bus.araddr.eq(addr), bus.awaddr.eq(addr), bus.wdata.eq(wdata), bus.wstrb.eq(0b1111)]
         m.d.sync += irq_seen.eq(self.irq)
 
-        incoming = parser.o.payload
         is_write = (incoming.op == Op.WRITE_CSR) | (incoming.op == Op.WRITE_MEM)
         aligned = incoming.addr[:2] == 0
-        in_csr = incoming.addr < CSR_SPACE
-        in_mem = (incoming.addr + (incoming.count << 2)) <= self.mem_size     # 33-bit sum: no wrap
+        in_csr = incoming.addr[exact_log2(CSR_SPACE):] == 0
+        # Given aligned and count >= 1: the words addr[2:] .. addr[2:] + count - 1 inside the memory.
+        mem_bits = exact_log2(self.mem_size)
+        in_mem = (incoming.addr[mem_bits:] == 0) & _at_most(incoming.addr[2:mem_bits] + incoming.count,
+                                                            self.mem_size >> 2)
         addr_ok = Mux(incoming.op == Op.STATUS, 1,
-                      aligned & Mux(incoming.op <= Op.WRITE_CSR, in_csr, in_mem))
+                      aligned & Mux(_at_most(incoming.op, Op.WRITE_CSR), in_csr, in_mem))
 
         # The frame buffer: the parser writes a request's data, the executor read results; the framer
         # reads a reply's data, the executor a write's. Never both at once (the parser is held busy).
-        exec_we, exec_waddr, exec_wdata = Signal(), Signal(range(MAX_WORDS + 1)), Signal(32)
-        m.d.comb += [wr.en.eq(parser.wr_en | exec_we), wr.addr.eq(Mux(exec_we, exec_waddr, parser.wr_addr)),
+        exec_we, exec_waddr, exec_wdata = Signal(), Signal(range(self.max_words)), Signal(32)
+        m.d.comb += [wr.en.eq(Mux(exec_we, 0b1111, parser.wr_en)), wr.addr.eq(Mux(exec_we, exec_waddr, parser.wr_addr)),
                      wr.data.eq(Mux(exec_we, exec_wdata, parser.wr_data)), framer.rd_data.eq(rd.data)]
 
         def reply(code, words):
@@ -341,7 +362,7 @@ class UartHostBridge(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [parser.o.ready.eq(1), rd.addr.eq(0)]
                 with m.If(parser.o.valid):
-                    m.d.sync += [req.eq(incoming), addr.eq(incoming.addr), index.eq(0), irq_reply.eq(0)]
+                    m.d.sync += [index.eq(0), irq_reply.eq(0)]
                     with m.If(incoming.error != Status.OK):
                         reply(incoming.error, 0)
                     with m.Elif(~addr_ok):
@@ -365,11 +386,11 @@ class UartHostBridge(wiring.Component):
                             with m.Default():            # writes: the first word leaves the buffer
                                 m.next = "FETCH"
                 with m.Elif(irq_pending):
-                    m.d.sync += [req.seq.eq(0), irq_reply.eq(1), irq_pending.eq(0)]
+                    m.d.sync += [irq_reply.eq(1), irq_pending.eq(0)]
                     reply(Status.IRQ, 0)
             with m.State("FETCH"):
                 m.d.comb += rd.addr.eq(index)
-                with m.If(req.op == Op.WRITE_CSR):
+                with m.If(incoming.op == Op.WRITE_CSR):
                     m.next = "CSR_WRITE"
                 with m.Else():
                     m.next = "MEM_WRITE"
@@ -379,13 +400,13 @@ class UartHostBridge(wiring.Component):
                         m.d.sync += bus.arvalid.eq(0)
                     with m.If(bus.rvalid & bus.rready):
                         m.d.comb += [exec_we.eq(1), exec_waddr.eq(index), exec_wdata.eq(bus.rdata)]
-                        m.d.sync += [index.eq(index + 1), addr.eq(addr + 4)]
+                        m.d.sync += index.eq(index + 1)
                         with m.If(bus.rresp != 0):
                             m.d.sync += bus.rready.eq(0)
                             reply(bus.rresp, 0)
-                        with m.Elif(index + 1 == req.count):
+                        with m.Elif(index + 1 == incoming.count):
                             m.d.sync += bus.rready.eq(0)
-                            reply(Status.OK, req.count)
+                            reply(Status.OK, incoming.count)
                         with m.Else():
                             m.d.sync += bus.arvalid.eq(1)
                 with m.State(f"{name}_WRITE"):
@@ -397,26 +418,28 @@ class UartHostBridge(wiring.Component):
                     with m.If(bus.wvalid & bus.wready):
                         m.d.sync += bus.wvalid.eq(0)
                     with m.If(bus.bvalid & bus.bready):
-                        m.d.sync += [bus.bready.eq(0), index.eq(index + 1), addr.eq(addr + 4)]
+                        m.d.sync += [bus.bready.eq(0), index.eq(index + 1)]
                         with m.If(bus.bresp != 0):
                             m.d.sync += remembered.eq(0)
                             reply(bus.bresp, 0)
-                        with m.Elif(index + 1 == req.count):
-                            m.d.sync += [remembered.eq(1), last_write.eq(req.seq)]
+                        with m.Elif(index + 1 == incoming.count):
+                            m.d.sync += [remembered.eq(1), last_write.eq(incoming.seq)]
                             reply(Status.OK, 0)
                         with m.Else():
                             m.next = "FETCH"
             with m.State("REPLY"):
-                m.d.comb += [framer.i.valid.eq(1), framer.i.payload.status.eq(status | Mux(self.irq, IRQ_LEVEL, 0)),
-                             framer.i.payload.seq.eq(req.seq), framer.i.payload.count.eq(count),
-                             rd.addr.eq(framer.rd_addr)]
+                m.d.comb += [framer.i.valid.eq(1), rd.addr.eq(framer.rd_addr)]
+                # The level when framed (REPLY lasts one cycle: the framer is idle whenever it is reached).
+                m.d.sync += status.eq(status | Mux(self.irq, IRQ_LEVEL, 0))
                 with m.If(framer.i.ready):
                     m.next = "SENDING"
             with m.State("SENDING"):
                 m.d.comb += rd.addr.eq(framer.rd_addr)
                 with m.If(framer.i.ready):
                     m.next = "IDLE"
-        m.d.comb += parser.busy.eq(~fsm.ongoing("IDLE") & ~irq_reply)
+        m.d.comb += [parser.busy.eq(~fsm.ongoing("IDLE") & ~irq_reply),
+                     framer.i.payload.status.eq(status), framer.i.payload.seq.eq(Mux(irq_reply, 0, incoming.seq)),
+                     framer.i.payload.count.eq(count)]
         with m.If(self.irq & ~irq_seen):
             m.d.sync += irq_pending.eq(1)
         return m

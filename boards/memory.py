@@ -104,29 +104,43 @@ class HostMemory(wiring.Component):
             m.d.comb += [read.addr.eq(addr), write.addr.eq(addr), read.en.eq(read_en), read_data.eq(read.data),
                          write.en.eq(write_en), write.data.eq(write_data)]
 
-        word = Signal(len(dev.araddr) - 3)            # current beat's word address
-        count, length, ident = Signal(8), Signal(8), Signal(len(dev.arid))
+        # The current beat's word address: its bits inside the memory, and whether any bit above is set
+        # (an INCR burst only counts up, so it stays outside once it carried out of the memory; it
+        # could only come back by wrapping at 2**addr_width, which crossing a 4 KiB boundary forbids).
+        word, outside = Signal(self._word_bits), Signal()
+        next_word = word + 1
+        remaining, ident = Signal(8), Signal(len(dev.arid))   # remaining: read beats after this one
         bad_burst, error = Signal(), Signal()         # error: a write beat was refused
-        outside = word[self._word_bits:] != 0
         refused = bad_burst | outside
         half = Signal()                               # host: which 32-bit half of the word
-        m.d.comb += addr.eq(word[:self._word_bits])
+        m.d.comb += addr.eq(word)
+
+        def step():
+            """To the burst's next beat."""
+            m.d.sync += [word.eq(next_word), outside.eq(outside | next_word[self._word_bits])]
+
+        def accept(address):
+            """A burst (or host access) from byte ``address`` on."""
+            m.d.sync += [word.eq(address[3:]), outside.eq(address[3 + self._word_bits:] != 0)]
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(dev.arvalid):
                     m.d.comb += dev.arready.eq(1)
-                    m.d.sync += [word.eq(dev.araddr[3:]), length.eq(dev.arlen), ident.eq(dev.arid),
-                                 count.eq(0), bad_burst.eq((dev.arburst != AxiBurst.INCR) | (dev.arsize != 3))]
+                    accept(dev.araddr)
+                    m.d.sync += [remaining.eq(dev.arlen), ident.eq(dev.arid),
+                                 bad_burst.eq((dev.arburst != AxiBurst.INCR) | (dev.arsize != 3))]
                     m.next = "DEV_READ"
                 with m.Elif(dev.awvalid):
                     m.d.comb += dev.awready.eq(1)
-                    m.d.sync += [word.eq(dev.awaddr[3:]), ident.eq(dev.awid), error.eq(0),
+                    accept(dev.awaddr)
+                    m.d.sync += [ident.eq(dev.awid), error.eq(0),
                                  bad_burst.eq((dev.awburst != AxiBurst.INCR) | (dev.awsize != 3))]
                     m.next = "DEV_WRITE"
                 with m.Elif(host.arvalid):
                     m.d.comb += host.arready.eq(1)
-                    m.d.sync += [word.eq(host.araddr[3:]), half.eq(host.araddr[2])]
+                    accept(host.araddr)
+                    m.d.sync += half.eq(host.araddr[2])
                     m.next = "HOST_READ"
                 with m.Elif(host.awvalid & host.wvalid):
                     m.d.comb += [host.awready.eq(1), host.wready.eq(1), addr.eq(host.awaddr[3:]),
@@ -137,7 +151,7 @@ class HostMemory(wiring.Component):
                 m.d.comb += read_en.eq(1)
                 m.next = "DEV_DATA"
             with m.State("DEV_DATA"):                 # a beat on R; the next one's address to the RAM
-                last = count == length
+                last = remaining == 0
                 m.d.comb += [dev.rvalid.eq(1), dev.rid.eq(ident), dev.rlast.eq(last),
                              dev.rdata.eq(Mux(refused, 0, read_data)),
                              dev.rresp.eq(Mux(refused, AxiResp.DECERR, AxiResp.OKAY))]
@@ -145,13 +159,15 @@ class HostMemory(wiring.Component):
                     with m.If(last):
                         m.next = "IDLE"
                     with m.Else():
-                        m.d.comb += [addr.eq(word[:self._word_bits] + 1), read_en.eq(1)]
-                        m.d.sync += [word.eq(word + 1), count.eq(count + 1)]
+                        m.d.comb += [addr.eq(next_word), read_en.eq(1)]
+                        m.d.sync += remaining.eq(remaining - 1)
+                        step()
             with m.State("DEV_WRITE"):
                 m.d.comb += [dev.wready.eq(1), write_data.eq(dev.wdata)]
                 with m.If(dev.wvalid):
                     m.d.comb += write_en.eq(Mux(refused, 0, dev.wstrb))
-                    m.d.sync += [word.eq(word + 1), error.eq(error | refused)]
+                    m.d.sync += error.eq(error | refused)
+                    step()
                     with m.If(dev.wlast):
                         m.next = "DEV_RESP"
             with m.State("DEV_RESP"):

@@ -127,10 +127,15 @@ async def test_tx(dut):
 
 
 # ---- frame parser --------------------------------------------------------------------------------
+def _lane_writes(words):
+    """The frame buffer's byte writes, ``{(word, lane): byte}``, that store ``words``."""
+    return {(index, lane): word >> 8 * lane & 0xFF for index, word in enumerate(words) for lane in range(4)}
+
+
 class ParserTB:
     def __init__(self, dut, params):
         self.dut, self.p = dut, params
-        self.requests, self.writes = [], {}
+        self.requests, self.writes = [], {}     # writes: {(word, lane): byte}, as _lane_writes
 
     async def monitor(self):
         dut = self.dut
@@ -138,8 +143,11 @@ class ParserTB:
         while True:
             await RisingEdge(dut.clk)
             await ReadOnly()
-            if dut.wr_en.value == 1:
-                self.writes[int(dut.wr_addr.value)] = int(dut.wr_data.value)
+            enables = int(dut.wr_en.value)
+            if enables:
+                assert enables & (enables - 1) == 0, f"byte lanes {enables:#06b} written at once"
+                lane = enables.bit_length() - 1
+                self.writes[int(dut.wr_addr.value), lane] = int(dut.wr_data.value) >> 8 * lane & 0xFF
             if dut.o__valid.value == 1:
                 v = int(dut.o__payload.value)
                 self.requests.append({"op": v & 0xFF, "seq": (v >> 8) & 0xFF, "count": (v >> 16) & 0xFF,
@@ -196,7 +204,7 @@ async def test_parser(dut):
         tb.writes.clear()
         await tb.send(noise + pack_request(op, seq, addr, words, count), gap=rng.randrange(4))
         await tb.expect(f"frame {n}", op=op, seq=seq, count=count, addr=addr, error=Status.OK)
-        assert tb.writes == dict(enumerate(words)), f"frame {n}: buffer writes {tb.writes}, data {words}"
+        assert tb.writes == _lane_writes(words), f"frame {n}: buffer writes {tb.writes}, data {words}"
 
     good = pack_request(Op.WRITE_MEM, 9, 0x40, [1, 2])
     await tb.send(good[:-1] + bytes([good[-1] ^ 1]))
@@ -220,4 +228,4 @@ async def test_parser(dut):
     dut.busy.value = 0
     await tb.send(good)
     await tb.expect("after busy", seq=9, count=2, addr=0x40, error=Status.OK)
-    assert tb.writes == {0: 1, 1: 2}
+    assert tb.writes == _lane_writes([1, 2])
