@@ -19,7 +19,7 @@ from pathlib import Path
 from fp8train.toolchain import build_path
 
 from .synth import FAMILIES, fit_failure, parse_nextpnr, parse_stat
-from .tops import ACCELERATOR_KEYS, BOARDS, OVERRIDES, BoardTop, board_platform
+from .tops import ACCELERATOR_KEYS, BOARDS, BOOLEAN_KEYS, OVERRIDES, BoardTop, board_platform
 
 __all__ = ["build", "flash", "main", "yowasp_environment"]
 
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", help="board variant (ULX3S: 12f, 25f, 45f, 85f)")
     parser.add_argument("--freq", type=float, dest="freq_mhz", help="clock in MHz (default: the board's)")
     for name in (*ACCELERATOR_KEYS, "mem_size"):
-        kind = {"action": argparse.BooleanOptionalAction} if name == "serial_keys" else {"type": int}
+        kind = {"action": argparse.BooleanOptionalAction} if name in BOOLEAN_KEYS else {"type": int}
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, help=f"accelerator {name} (default: the board's)",
                             **kind)
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")

@@ -37,8 +37,9 @@ class AcceleratorSystem(wiring.Component):
 
     Parameters
     ----------
-    rows, cols, k_block, max_chunk, update_lanes, serial_keys, rbits
-        The accelerator's (see :class:`~fp8train.hw.core.Accelerator`; ``update_lanes=0``: no update unit).
+    rows, cols, k_block, max_chunk, update_lanes, serial_keys, compact, rbits
+        The accelerator's (see :class:`~fp8train.hw.core.Accelerator`; ``update_lanes=0``: no update unit;
+        ``compact``: one PE and a single-transaction DMA).
     mem_size : int
         Bytes of on-chip host memory (a power of two).
     spram : bool
@@ -46,11 +47,11 @@ class AcceleratorSystem(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, k_block: int, max_chunk: int, mem_size: int, update_lanes: int = 4,
-                 serial_keys: bool = False, rbits: int = 8, spram: bool = False):
+                 serial_keys: bool = False, compact: bool = False, rbits: int = 8, spram: bool = False):
         from fp8train.hw.core import Accelerator
 
         self.accelerator = Accelerator(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, k_block=k_block,
-                                       update_lanes=update_lanes, serial_keys=serial_keys)
+                                       update_lanes=update_lanes, serial_keys=serial_keys, compact=compact)
         m_axi = self.accelerator.signature.members["m_axi"].signature
         self.memory = HostMemory(size=mem_size, addr_width=m_axi.addr_width, id_width=m_axi.id_width, spram=spram)
         self.mem_size = mem_size

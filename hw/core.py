@@ -1,6 +1,7 @@
-"""The accelerator: command engine, tile controller, systolic array, operand scratchpads, output unit,
-lane key hashers, optionally the weight-update executor and the PCM tile's executor (DESIGN.md §3-4, §6).
-Its host interface is the engine's: ``s_axil``, ``m_axi``, ``irq``."""
+"""The accelerator: command engine, tile controller, systolic array, operand scratchpads, output unit and
+lane key hashers (or, on the smallest FPGAs, the serial GEMM executor in place of the last five), optionally
+the weight-update executor and the PCM tile's executor (DESIGN.md §3-4, §6). Its host interface is the
+engine's: ``s_axil``, ``m_axi``, ``irq``."""
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import stream, wiring
@@ -14,6 +15,7 @@ from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.controller import TileController
 from fp8train.hw.engine import BEAT, WORD, CommandEngine, executor_members
 from fp8train.hw.pcm.executor import PcmExecutor
+from fp8train.hw.serial_gemm import SerialGemm
 from fp8train.hw.update import UpdateExecutor
 from fp8train.protocol import PCM_OPCODES, Opcode
 from fp8train.sim.golden.device import check_pcm_tile
@@ -47,6 +49,12 @@ class Accelerator(wiring.Component):
     pcm : PcmConfig or None
         The PCM tile behind PCM_PROGRAM / PCM_MVM / PCM_TIME (:class:`~fp8train.hw.pcm.executor.PcmExecutor`),
         or None: no tile, the PCM opcodes complete BAD_OPCODE.
+    compact : bool
+        The least logic, at any speed, for the smallest FPGAs (the iCE40 UP5K): one PE driven output by
+        output (:class:`~fp8train.hw.serial_gemm.SerialGemm`) instead of the systolic array and its tile
+        controller, and the engine's single-transaction DMA (``CommandEngine(serial_dma=True)``); needs
+        ``rows = cols = 1``. ``k_block``, ``a_slots`` and ``serial_keys`` are then unused (its one key
+        hasher is serial).
 
     Members
     -------
@@ -56,7 +64,8 @@ class Accelerator(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, rbits: int = 8, max_chunk: int = 4096, k_block: int = 256,
-                 a_slots: int = 4, update_lanes: int = 4, serial_keys: bool = False, pcm: PcmConfig | None = None):
+                 a_slots: int = 4, update_lanes: int = 4, serial_keys: bool = False, pcm: PcmConfig | None = None,
+                 compact: bool = False):
         if isinstance(k_block, bool) or not isinstance(k_block, int) or k_block < 8 or k_block % 8:
             raise ValueError(f"k_block must be a positive multiple of 8, not {k_block!r}")
         self.rows, self.cols, self.rbits = rows, cols, rbits
@@ -67,15 +76,22 @@ class Accelerator(wiring.Component):
         if not isinstance(serial_keys, bool):
             raise TypeError(f"serial_keys must be True or False, not {serial_keys!r}")
         self.serial_keys = serial_keys
+        if not isinstance(compact, bool):
+            raise TypeError(f"compact must be True or False, not {compact!r}")
+        if compact and (rows, cols) != (1, 1):
+            raise ValueError(f"compact needs rows = cols = 1, not {rows} x {cols}")
+        self.compact = compact
         if pcm is not None:
             check_pcm_tile(pcm)
         self.pcm = pcm
         self.engine = CommandEngine(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, pcm=pcm,
-                                    update=update_lanes != 0)
-        self.controller = TileController(rows=rows, cols=cols, max_chunk=max_chunk, k_block=k_block,
-                                         a_slots=a_slots,
-                                         addr_width=self.engine.addr_width,
-                                         length_width=self.engine.dma.length_width)
+                                    update=update_lanes != 0, serial_dma=compact)
+        widths = dict(addr_width=self.engine.addr_width, length_width=self.engine.dma.length_width)
+        if compact:
+            self.controller = SerialGemm(rbits=rbits, max_chunk=max_chunk, **widths)
+        else:
+            self.controller = TileController(rows=rows, cols=cols, max_chunk=max_chunk, k_block=k_block,
+                                             a_slots=a_slots, **widths)
         super().__init__({
             "s_axil": In(AxiLiteSignature(addr_width=12, data_width=WORD)),
             "m_axi": Out(AxiSignature(addr_width=self.engine.addr_width, data_width=BEAT)),
@@ -86,13 +102,8 @@ class Accelerator(wiring.Component):
         m = Module()
         m.submodules.engine = engine = self.engine
         m.submodules.controller = ctl = self.controller
-        array = SystolicArray(rows=self.rows, cols=self.cols, rbits=self.rbits, max_chunk=self.max_chunk)
-        m.submodules.array = array
-        m.submodules.scratch_a = scratch_a = OperandScratch(lanes=self.rows, depth=self.a_slots * self.k_block)
-        m.submodules.scratch_b = scratch_b = OperandScratch(lanes=self.cols, depth=self.k_block)
-        m.submodules.output = output = OutputUnit(rbits=self.rbits)
-        m.submodules.keys = keys = LaneKeyHasher(serial=self.serial_keys)
-        m.submodules.output_keys = output_keys = LaneKeyHasher(serial=self.serial_keys)
+        if not self.compact:
+            self._tile_datapath(m, ctl)
 
         wiring.connect(m, wiring.flipped(self.s_axil), engine.s_axil)
         wiring.connect(m, engine.m_axi, wiring.flipped(self.m_axi))
@@ -150,6 +161,18 @@ class Accelerator(wiring.Component):
                     ready = ready | (p.ready & (owner == index))
                 m.d.comb += port.ready.eq(ready)
 
+        return m
+
+    def _tile_datapath(self, m, ctl):
+        """The tile controller's systolic array, operand scratchpads, output unit and key hashers."""
+        m.submodules.array = array = SystolicArray(rows=self.rows, cols=self.cols, rbits=self.rbits,
+                                                   max_chunk=self.max_chunk)
+        m.submodules.scratch_a = scratch_a = OperandScratch(lanes=self.rows, depth=self.a_slots * self.k_block)
+        m.submodules.scratch_b = scratch_b = OperandScratch(lanes=self.cols, depth=self.k_block)
+        m.submodules.output = output = OutputUnit(rbits=self.rbits)
+        m.submodules.keys = keys = LaneKeyHasher(serial=self.serial_keys)
+        m.submodules.output_keys = output_keys = LaneKeyHasher(serial=self.serial_keys)
+
         # Controller <-> array.
         wiring.connect(m, ctl.feed, array.feed)
         for r in range(self.rows):
@@ -176,4 +199,3 @@ class Accelerator(wiring.Component):
         wiring.connect(m, keys.o, ctl.key_o)
         wiring.connect(m, ctl.wkey_i, output_keys.i)
         wiring.connect(m, output_keys.o, ctl.wkey_o)
-        return m

@@ -17,6 +17,7 @@ from amaranth.lib.wiring import In, Out
 from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma, command_layout
+from fp8train.hw.bus.serial_dma import SerialDma
 from fp8train.protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, GEMM_FLAGS,
                                MAX_DIM, MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, STATUS_DONE,
                                UPDATE_FLAGS, VERSION, Ctrl, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status,
@@ -99,6 +100,10 @@ class CommandEngine(wiring.Component):
     update : bool
         Whether an update executor takes UPDATE commands; without one UPDATE is BAD_OPCODE (a small
         FPGA's configuration). ``CONFIG_OPCODES`` reports the opcodes executed.
+    serial_dma : bool
+        A :class:`~fp8train.hw.bus.serial_dma.SerialDma` (one single-beat transaction at a time, tens
+        of cycles a word, a third of the ``Dma``'s logic) instead of the pipelined ``Dma``: the iCE40
+        UP5K's engine; ``max_burst`` is then unused.
 
     Members
     -------
@@ -113,7 +118,9 @@ class CommandEngine(wiring.Component):
     exec_cmd : Out(stream.Signature(exec_layout()))
         A checked GEMM, UPDATE or PCM command. Offered in the cycle after the check; ``valid`` stays up
         until ``ready`` unless ``abort`` pulses (then the offer is withdrawn: the command completes
-        ABORTED).
+        ABORTED). The payload stays unchanged from the handshake until ``exec_done`` is taken (the
+        descriptor buffer is written only by the next fetch), so an executor may read its fields
+        there instead of keeping a copy.
     exec_done : In(stream.Signature(done_layout()))
         The executor's completion code (``OK``, ``READ_ERROR``, ``WRITE_ERROR``, ...), one per
         accepted ``exec_cmd``; ``ready`` is high from the ``exec_cmd`` handshake until it is taken,
@@ -156,7 +163,7 @@ class CommandEngine(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, rbits: int, max_chunk: int, ring_log2_max: int = 12,
-                 max_burst: int = 16, pcm=None, update: bool = True):
+                 max_burst: int = 16, pcm=None, update: bool = True, serial_dma: bool = False):
         _check_int("rows", rows, 1, 255)
         _check_int("cols", cols, 1, 255)
         _check_int("rbits", rbits, 1, 255)
@@ -170,9 +177,15 @@ class CommandEngine(wiring.Component):
         if not isinstance(update, bool):
             raise TypeError(f"update must be True or False, not {update!r}")
         self.update = update
+        if not isinstance(serial_dma, bool):
+            raise TypeError(f"serial_dma must be True or False, not {serial_dma!r}")
+        self.serial_dma = serial_dma
         self.csr = AxiLiteCsr(addr_width=12, data_width=WORD)
-        self.dma = Dma(max_burst=max_burst, max_reads_outstanding=16, max_writes_outstanding=8,
-                       data_width=BEAT)
+        if serial_dma:
+            self.dma = SerialDma(data_width=BEAT)
+        else:
+            self.dma = Dma(max_burst=max_burst, max_reads_outstanding=16, max_writes_outstanding=8,
+                           data_width=BEAT)
         self.addr_width = self.dma.addr_width
         command = stream.Signature(command_layout(self.addr_width, self.dma.length_width))
         super().__init__({
@@ -266,13 +279,14 @@ class CommandEngine(wiring.Component):
         assert Ctrl.ABORT == 1 << 1 and Ctrl.ENABLE == 1 << 0
 
     # -- descriptor checks -----------------------------------------------------------------------
-    def _fields(self, w):
-        """Named fields of the descriptor words ``w`` (``protocol.Descriptor.pack``)."""
+    def _fields(self, w, tail_clear):
+        """Named fields of the descriptor words ``w`` (``protocol.Descriptor.pack``; words 14 and 15,
+        reserved, are not kept: ``tail_clear`` says whether they were 0)."""
         f = {"opcode": w[0][:8], "flags": w[0][8:], "m": w[2][:16], "n": w[2][16:], "k": w[3],
              "chunk": w[4][:16], "scale": w[4][16:24], "seed": w[5]}
         for index, buf in enumerate("abcd"):
             f[f"addr_{buf}"], f[f"stride_{buf}"] = w[6 + 2 * index], w[7 + 2 * index]
-        f["reserved_clear"] = (w[4][24:] == 0) & (w[14] == 0) & (w[15] == 0)
+        f["reserved_clear"] = (w[4][24:] == 0) & tail_clear
         return f
 
     def _pcm_checks(self, f):
@@ -326,11 +340,14 @@ class CommandEngine(wiring.Component):
                          r["perf_mac"].eq(r["perf_mac"] + self.mac_active),
                          r["perf_stall"].eq(r["perf_stall"] + dma.stall)]
 
-        # Descriptor buffer: 8 beats of 64 bits.
-        desc = Signal(DESCRIPTOR_BYTES * 8)
-        words = [desc.word_select(i, WORD) for i in range(DESCRIPTOR_WORDS)]
-        f = self._fields(words)
-        beat = Signal(range(DESCRIPTOR_BYTES // ALIGN))
+        # Descriptor buffer: the first 7 of its 8 beats of 64 bits; the last beat is reserved, so only
+        # whether it is 0 is kept (64 flip-flops fewer, which the iCE40 UP5K feels).
+        beats = DESCRIPTOR_BYTES // ALIGN
+        desc = Signal((beats - 1) * BEAT)
+        words = [desc.word_select(i, WORD) for i in range(DESCRIPTOR_WORDS - BEAT // WORD)]
+        tail_clear = Signal()
+        f = self._fields(words, tail_clear)
+        beat = Signal(range(beats))
         slot = Signal(self.addr_width)
         code = Signal(CODE_WIDTH)
         abort_req = Signal()
@@ -442,7 +459,11 @@ class CommandEngine(wiring.Component):
                 with m.If(dma.rd_cmd.ready):
                     m.d.sync += issued.eq(1)
                 with m.If(dma.rd_data.valid):
-                    m.d.sync += [desc.word_select(beat, BEAT).eq(dma.rd_data.p.data), beat.eq(beat + 1)]
+                    m.d.sync += beat.eq(beat + 1)
+                    with m.If(beat == beats - 1):
+                        m.d.sync += tail_clear.eq(dma.rd_data.p.data == 0)
+                    with m.Else():
+                        m.d.sync += desc.word_select(beat, BEAT).eq(dma.rd_data.p.data)
                     with m.If(dma.rd_data.p.last):
                         m.d.sync += [index.eq(0), misaligned.eq(0), outside.eq(0)]
                         m.next = "CHECK"

@@ -29,11 +29,13 @@ from fp8train.hw.array.scratch import OperandScratch
 from fp8train.hw.array.systolic import SystolicArray
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma
+from fp8train.hw.bus.serial_dma import SerialDma
 from fp8train.hw.core import Accelerator
 from fp8train.hw.engine import CommandEngine
 from fp8train.hw.pcm import PcmTileUnit
 from fp8train.hw.pcm.executor import PcmExecutor
 from fp8train.hw.reference.pe import ReferencePE
+from fp8train.hw.serial_gemm import SerialGemm
 from fp8train.hw.update import UpdateExecutor, UpdateUnit
 from fp8train.sim.golden.pcm import PcmConfig
 
@@ -65,6 +67,14 @@ _FSM_CASES = ("Amaranth writes an FSM's next-state and output decode as a case o
 _FIFO_WIRES = ("Amaranth declares a wire for each port signal of a submodule (amaranth.lib.fifo "
                "buffers inside the DMA engines) and for the FIFOs' internal pointers; Yosys inlines "
                "their drivers at the uses")
+
+# Waivers for the burst DMA's (``Dma``) internals, wherever it is instantiated.
+_DMA_INTERNALS = {
+    **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("beats", "capped", "to_boundary")},
+    **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
+       for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
+                    "w_port__data", "w_data", "rd_data__ready", "r_data$*", "r_rdy$*", "r_en$*")},
+}
 
 _SUBMODULE_PORTS = ("Amaranth declares a wire in the parent for each port signal of a submodule (engine, "
                     "tile controller, array, processing elements, scratchpads, output unit, key hasher, "
@@ -174,10 +184,18 @@ UNITS = [
                              "a C library function, the Verilated model builds and runs",
         "UNUSEDSIGNAL:m_axi_?id": "every transaction uses ID 0, so responses return in order and "
                                   "their IDs need no check",
-        **{f"UNUSEDSIGNAL:{name}": _INLINED for name in ("beats", "capped", "to_boundary")},
-        **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
-           for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
-                        "w_port__data", "w_data", "rd_data__ready", "r_data$*", "r_rdy$*", "r_en$*")},
+        **_DMA_INTERNALS,
+    }),
+    Unit("serial_dma", SerialDma, waivers={
+        "WIDTHTRUNC": "Yosys writes a logical NOT of a multi-bit value for 'x == 0'",
+        "DECLFILENAME": "Amaranth writes the engines and the bit walk as modules into the top's one file",
+        "SYMRSVDWORD:abort": "the port is named by the controller's contract; 'abort' is only also "
+                             "a C library function, the Verilated model builds and runs",
+        "UNUSEDSIGNAL:m_axi_?id": "every transaction uses ID 0, so responses return in order and "
+                                  "their IDs need no check",
+        "UNUSEDSIGNAL:m_axi_rlast": "every burst is a single beat, so every R beat is its burst's last",
+        "UNUSEDSIGNAL:window_limit": "its byte-offset bits: a word-aligned end address exceeds the "
+                                     "limit iff its word address exceeds the limit's",
     }),
     Unit("command_engine", lambda: CommandEngine(rows=2, cols=2, rbits=8, max_chunk=4096), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
@@ -195,11 +213,29 @@ UNITS = [
                                 "burst, ID 0, rready/bready 1) are inlined at the top port and IDs are "
                                 "not checked",
         **{f"UNUSEDSIGNAL:{name}": _INLINED
-           for name in ("abort$*", "eng_wdata", "irq_set", "owner_exec", "span", "rd_data__payload",
-                        "beats", "capped", "to_boundary")},
-        **{f"UNUSEDSIGNAL:{name}": _FIFO_WIRES
-           for name in ("consume", "produce", "level", "r_level", "w_level", "r_port__data",
-                        "w_port__data", "w_data", "rd_data__ready", "r_data$*", "r_rdy$*", "r_en$*")},
+           for name in ("abort$*", "eng_wdata", "irq_set", "owner_exec", "span", "rd_data__payload")},
+        **_DMA_INTERNALS,
+    }),
+    Unit("serial_gemm", lambda: SerialGemm(max_chunk=64), waivers={
+        "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
+        "WIDTHTRUNC": "Yosys writes a word select as a shift of the whole word, and a logical NOT of a "
+                      "multi-bit value for 'x == 0'",
+        "CASEINCOMPLETE": "Amaranth writes the switch over a command's steps, and the key hasher its step "
+                          "counters, as a case over the codes in use; the other codes are unreachable",
+        "DECLFILENAME": "Amaranth writes the PE, the output unit and the key hasher as modules into the top's "
+                        "one file",
+        "SYMRSVDWORD:abort": "the port is named by the executor's contract; 'abort' is only also a C "
+                             "library function, the Verilated model builds and runs",
+        "UNUSEDSIGNAL:dma_rd_done": "part of the executor's DMA contract, not needed here: a read is "
+                                    "complete when its word is in",
+        "UNUSEDSIGNAL:o__payload": "a lane state has 31 bits: bit 31 of the key hasher's key is not used",
+        **{f"UNUSEDSIGNAL:{name}": "Amaranth declares a wire in the parent for each port signal of a "
+                                   "submodule (PE, output unit), an alias of the net it is connected to; "
+                                   "inside the PE, drain_in is its own drain_out"
+           for name in ("drain_*", "has_c", "out_format", "relu", "scale", "seed", "stochastic")},
+        **{f"UNUSEDSIGNAL:{name}": _INLINED
+           for name in ("add_*", "c_add_*", "i_next", "k_next", "lane", "product_*", "step", "step_low",
+                        "stepped", "to_*", "value_*")},
     }),
     Unit("accelerator", lambda: Accelerator(rows=2, cols=2, rbits=8, max_chunk=4096, k_block=16), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
@@ -325,6 +361,19 @@ def _waivers_of(*names: str, drop: tuple = ()) -> dict:
 UNITS.append(Unit("accelerator_pcm", lambda: Accelerator(rows=2, cols=2, rbits=8, max_chunk=4096, k_block=16,
                                                          pcm=PcmConfig(rows=4, cols=3, slices=2)),
                   waivers=_waivers_of("accelerator", "pcm_executor", drop=("SYMRSVDWORD:abort",))))
+
+# The UP5K's accelerator: the serial GEMM executor instead of the tile controller and its datapath, the serial
+# DMA, no update unit; the engine's, the DMA's and the executor's waivers, and the wires of the ports between them.
+UNITS.append(Unit("accelerator_compact", lambda: Accelerator(rows=1, cols=1, rbits=8, max_chunk=64, update_lanes=0,
+                                                             compact=True),
+                  waivers={**_waivers_of("command_engine", "serial_dma", "serial_gemm",
+                                         drop=("SYMRSVDWORD:abort", "UNUSEDSIGNAL:m_axi_?id", "UNUSEDSIGNAL:m_axi_rlast",
+                                               *_DMA_INTERNALS)),
+                           **{f"UNUSEDSIGNAL:{name}": "Amaranth declares a wire in the parent for each port "
+                                                      "signal of a submodule (engine, serial GEMM executor), "
+                                                      "an alias of the net it is connected to"
+                              for name in ("cmd__payload", "dma_*", "done__*", "exec_dma_rd_data__payload",
+                                           "irq*", "mac_active*")}}))
 
 
 def top_ports(component: wiring.Component) -> dict:

@@ -54,8 +54,8 @@ def test_icebreaker_top_elaborates():
     rtlil = plan.files["top.il"]
     assert top.achieved_mhz == 6.0 and "cell \\SB_GB \\" in rtlil and "SB_PLL40_PAD" not in rtlil
     assert "accelerator" in rtlil and "memory" in rtlil and "bridge" in rtlil
-    accelerator = top.system.accelerator                    # the UP5K's: no update unit, one multiplier per hasher
-    assert accelerator.update_lanes == 0 and accelerator.serial_keys and "update" not in rtlil
+    accelerator = top.system.accelerator                    # the UP5K's: compact, no update unit
+    assert accelerator.update_lanes == 0 and accelerator.compact and "update" not in rtlil
     pcf = plan.files["top.pcf"]
     assert "set_io uart_0__rx__io 6" in pcf and "set_io uart_0__tx__io 9" in pcf, pcf
     _, plan = _plan("icebreaker", rows=1, cols=1, freq_mhz=12)
@@ -81,9 +81,9 @@ def test_build_cli_takes_the_accelerator_options(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(board_build, "build", lambda board, **kwargs: seen.update(kwargs, board=board) or {})
     assert board_build.main(["icebreaker", "--rows", "2", "--update-lanes", "0", "--no-serial-keys",
-                             "--freq", "12"]) == 0
+                             "--no-compact", "--freq", "12"]) == 0
     assert seen == {"board": "icebreaker", "out": None, "device": None, "seed": 1, "rows": 2, "update_lanes": 0,
-                    "serial_keys": False, "freq_mhz": 12.0}
+                    "serial_keys": False, "compact": False, "freq_mhz": 12.0}
 
 
 def test_board_parameter_errors():

@@ -44,6 +44,20 @@ def test_engine_without_update_refuses_update():
                 params=_params(update=False), extra_env={"COCOTB_TEST_FILTER": _filter(["registers", "malformed"])})
 
 
+@pytest.mark.rtl
+@pytest.mark.parametrize("group", list(GROUPS))
+def test_engine_with_serial_dma(group):
+    """``serial_dma=True`` (the iCE40 UP5K's engine): the same registers, checks, ring, recovery and DMA
+    errors through the single-transaction ``SerialDma``."""
+    harness.run(CommandEngine(**CONFIG, update=False, serial_dma=True), "command_engine_serial_dma",
+                "engine_bench", params=_params(update=False), extra_env={"COCOTB_TEST_FILTER": _filter([group])})
+
+
+def test_engine_serial_dma_flag_must_be_bool():
+    with pytest.raises(TypeError, match=r"^serial_dma must be True or False, not 'yes'$"):
+        CommandEngine(**CONFIG, serial_dma="yes")
+
+
 def test_engine_update_flag_must_be_bool():
     with pytest.raises(TypeError, match=r"^update must be True or False, not 1$"):
         CommandEngine(**CONFIG, update=1)

@@ -1,4 +1,4 @@
-"""Formal properties of the AXI4-Lite CSR slave, the AXI4 DMA master and the UART bridge's frame parser
+"""Formal properties of the AXI4-Lite CSR slave, the AXI4 DMA masters and the UART bridge's frame parser
 (fp8train.formal, SymbiYosys).
 
 Each proof is paired with a deliberately broken unit that must give a counterexample, so the
@@ -14,6 +14,7 @@ from amaranth.hdl import Const
 
 from fp8train import formal
 from fp8train.hw.bus import dma as dma_module
+from fp8train.hw.bus import serial_dma as serial_dma_module
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma
 
@@ -72,6 +73,27 @@ def test_dma_engine_configuration_bounded(tmp_path):
     assert result.passed, _describe(result)
 
 
+def test_serial_dma_bounded(tmp_path):
+    result = formal.run("serial_dma", out_dir=tmp_path)
+    assert result.passed, _describe(result)
+
+
+def test_serial_dma_counterexample_when_abort_withdraws_aw_and_w(tmp_path, monkeypatch):
+    bus_phases = serial_dma_module._WriteEngine.bus_phases
+
+    def withdrawing(self, m):
+        bus_phases(self, m)
+        with m.If(self.dma.abort):
+            m.d.sync += [self.dma.m_axi.awvalid.eq(0), self.dma.m_axi.wvalid.eq(0)]
+
+    monkeypatch.setattr(serial_dma_module._WriteEngine, "bus_phases", withdrawing)
+    result = formal.run("serial_dma_abort_withdraws", harness=formal.SerialDmaProperties(), depth=40, mode="bmc",
+                        out_dir=tmp_path)
+    assert result.status == "FAIL", _describe(result)
+    assert {"aw: valid fell before ready", "w: valid fell before ready"} & set(result.failed), _describe(result)
+    assert result.trace is not None and result.trace.exists()
+
+
 def test_frame_parser_proved(tmp_path):
     result = formal.run("frame_parser", out_dir=tmp_path)
     assert result.passed, _describe(result)
@@ -89,5 +111,5 @@ def test_frame_parser_counterexample_when_crc_ignored(tmp_path, monkeypatch):
 
 
 def test_unknown_check_is_refused():
-    with pytest.raises(ValueError, match=r"^check must be one of csr, dma, frame_parser, not 'nope'$"):
+    with pytest.raises(ValueError, match=r"^check must be one of csr, dma, serial_dma, frame_parser, not 'nope'$"):
         formal.run("nope")

@@ -122,12 +122,14 @@ def test_update_readme(tmp_path):
 
 
 def test_designs_take_the_board_options():
-    """The iCEBreaker's accelerator options reach the reported design (``--update-lanes 0 --serial-keys``)."""
+    """The iCEBreaker's accelerator options reach the reported design (``--update-lanes 0 --serial-keys
+    --compact``)."""
     from fp8train.report import designs
 
-    accelerator = designs([], [(1, 1)], k_block=8, max_chunk=64, update_lanes=0, serial_keys=True)[-1]
+    accelerator = designs([], [(1, 1)], k_block=8, max_chunk=64, update_lanes=0, serial_keys=True,
+                          compact=True)[-1]
     top = accelerator.factory()
-    assert accelerator.name == "accelerator_1x1" and top.update_lanes == 0 and top.serial_keys
+    assert accelerator.name == "accelerator_1x1" and top.update_lanes == 0 and top.serial_keys and top.compact
 
 
 def test_cli_passes_options_to_report(capsys):

@@ -142,7 +142,7 @@ def test_device_over_noisy_serial_matches_golden():
 
 
 def test_icebreaker_accelerator_runs_gemms_and_refuses_update():
-    """The iCEBreaker's system (no update unit, serial key hashers, host memory in SPRAM): GEMMs with
+    """The iCEBreaker's system (compact accelerator without an update unit, host memory in SPRAM): GEMMs with
     stochastic rounding bit-exact over the serial link, the device reports no UPDATE in CONFIG_OPCODES, and
     the driver refuses ``sgd_update`` with a clear error."""
     import fp8train
@@ -151,7 +151,7 @@ def test_icebreaker_accelerator_runs_gemms_and_refuses_update():
 
     icebreaker = BOARDS["icebreaker"]
     with SimUart(**BOARD, update_lanes=icebreaker.update_lanes, serial_keys=icebreaker.serial_keys,
-                 spram=True) as uart:
+                 compact=icebreaker.compact, spram=True) as uart:
         device = Device("serial", port=_link(uart), seed=13)
         assert device.opcodes == {Opcode.FENCE, Opcode.GEMM}
         golden = Device("golden", seed=13, memory_bytes=device.memory_bytes)

@@ -43,6 +43,51 @@ def command_layout(addr_width: int, length_width: int) -> data.StructLayout:
     return data.StructLayout({"addr": addr_width, "length": length_width})
 
 
+def word_shift(data_width: int) -> int:
+    """log2 of the bytes per bus word: the address bits below a word."""
+    return (data_width // 8 - 1).bit_length()
+
+
+def dma_members(*, addr_width: int, data_width: int, id_width: int, length_width: int) -> dict:
+    """The ports of :class:`Dma` (and of ``SerialDma``, its drop-in replacement), with the width
+    checks: the bus's by ``AxiSignature``, then ``length_width``'s."""
+    bus = AxiSignature(addr_width=addr_width, data_width=data_width, id_width=id_width)
+    shift = word_shift(data_width)
+    if not isinstance(length_width, int) or not shift < length_width <= addr_width:
+        raise ValueError(f"length_width must be an integer from {shift + 1} to {addr_width}, "
+                         f"not {length_width!r}")
+    command = stream.Signature(command_layout(addr_width, length_width))
+    return {
+        "m_axi": Out(bus),
+        "rd_cmd": In(command),
+        "rd_data": Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
+        "wr_cmd": In(command),
+        "wr_data": In(stream.Signature(data.StructLayout({"data": data_width,
+                                                          "strb": data_width // 8}))),
+        "window_base": In(addr_width), "window_limit": In(addr_width),
+        "error": Out(4), "clear": In(1), "abort": In(1),
+        "rd_done": Out(1), "wr_done": Out(1), "busy": Out(1), "stall": Out(1),
+    }
+
+
+def sticky_error(m: Module, dma, read, write) -> None:
+    """``dma.error``: the first code reported (``err_stb``/``err_code``) by the engines since
+    ``clear``, the read engine's if both report at once; a report in the cycle of ``clear`` wins."""
+    with m.If(read.err_stb & ((dma.error == 0) | dma.clear)):
+        m.d.sync += dma.error.eq(read.err_code)
+    with m.Elif(write.err_stb & ((dma.error == 0) | dma.clear)):
+        m.d.sync += dma.error.eq(write.err_code)
+    with m.Elif(dma.clear):
+        m.d.sync += dma.error.eq(DmaError.NONE)
+
+
+def fixed_attributes(m: Module, bus, shift: int) -> None:
+    """Whole-word INCR bursts with ID 0; R and B are always accepted."""
+    m.d.comb += [bus.arsize.eq(shift), bus.arburst.eq(AxiBurst.INCR), bus.arid.eq(0),
+                 bus.awsize.eq(shift), bus.awburst.eq(AxiBurst.INCR), bus.awid.eq(0),
+                 bus.rready.eq(1), bus.bready.eq(1)]
+
+
 def _positive(name, value, high=None):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (high and value > high):
         rule = f"an integer from 1 to {high}" if high else "a positive integer"
@@ -341,45 +386,21 @@ class Dma(wiring.Component):
         _positive("max_burst", max_burst, 256)
         _positive("max_reads_outstanding", max_reads_outstanding, 64)
         _positive("max_writes_outstanding", max_writes_outstanding, 64)
-        bus = AxiSignature(addr_width=addr_width, data_width=data_width, id_width=id_width)
-        shift = (data_width // 8 - 1).bit_length()
-        if not isinstance(length_width, int) or not shift < length_width <= addr_width:
-            raise ValueError(f"length_width must be an integer from {shift + 1} to {addr_width}, "
-                             f"not {length_width!r}")
         self.max_burst = max_burst
         self.max_reads_outstanding = max_reads_outstanding
         self.max_writes_outstanding = max_writes_outstanding
         self.addr_width, self.data_width, self.length_width = addr_width, data_width, length_width
-        self._shift = shift
-        self._beats_width = length_width - shift
-        command = stream.Signature(command_layout(addr_width, length_width))
-        super().__init__({
-            "m_axi": Out(bus),
-            "rd_cmd": In(command),
-            "rd_data": Out(stream.Signature(data.StructLayout({"data": data_width, "last": 1}))),
-            "wr_cmd": In(command),
-            "wr_data": In(stream.Signature(data.StructLayout({"data": data_width,
-                                                              "strb": data_width // 8}))),
-            "window_base": In(addr_width), "window_limit": In(addr_width),
-            "error": Out(4), "clear": In(1), "abort": In(1),
-            "rd_done": Out(1), "wr_done": Out(1), "busy": Out(1), "stall": Out(1),
-        })
+        self._shift = word_shift(data_width)
+        self._beats_width = length_width - self._shift
+        super().__init__(dma_members(addr_width=addr_width, data_width=data_width, id_width=id_width,
+                                     length_width=length_width))
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.read = read = _ReadEngine(self)
         m.submodules.write = write = _WriteEngine(self)
-        with m.If(read.err_stb & ((self.error == 0) | self.clear)):
-            m.d.sync += self.error.eq(read.err_code)
-        with m.Elif(write.err_stb & ((self.error == 0) | self.clear)):
-            m.d.sync += self.error.eq(write.err_code)
-        with m.Elif(self.clear):
-            m.d.sync += self.error.eq(DmaError.NONE)
-        bus = self.m_axi
-        # Fixed attributes: whole-word INCR bursts with ID 0; R and B are always accepted.
-        m.d.comb += [bus.arsize.eq(self._shift), bus.arburst.eq(AxiBurst.INCR), bus.arid.eq(0),
-                     bus.awsize.eq(self._shift), bus.awburst.eq(AxiBurst.INCR), bus.awid.eq(0),
-                     bus.rready.eq(1), bus.bready.eq(1)]
+        sticky_error(m, self, read, write)
+        fixed_attributes(m, self.m_axi, self._shift)
         m.d.comb += [self.busy.eq(read.busy | write.busy),
                      self.stall.eq(read.stall | write.stall)]
         return m

@@ -4,8 +4,12 @@ The host is cocotbext-axi's ``AxiLiteMaster`` on ``s_axil``; host memory is the 
 ``FaultyAxiRam`` on ``m_axi`` (read errors injectable at ``FAULT_BASE``). Each test writes operands
 and a ring of GEMM descriptors into RAM, rings the doorbell, waits for ``irq`` and compares the
 whole RAM and the status registers with a :class:`GoldenDevice` (real ``run_gemm``) that ran the
-same ring. Parameters (``bench_params()``): ``rows``, ``cols``, ``rbits``, ``max_chunk``, ``seed`` and
-``pcm`` (``PcmConfig`` arguments of the accelerator's PCM tile; the ``test_pcm*`` tests need one).
+same ring. Parameters (``bench_params()``): ``rows``, ``cols``, ``rbits``, ``max_chunk``, ``seed``,
+``pcm`` (``PcmConfig`` arguments of the accelerator's PCM tile; the ``test_pcm*`` tests need one) and
+``exact_macs`` (``PERF_MAC`` must be the GEMMs' ``m * n * k``: true of a device whose PEs multiply only
+the GEMM's products, such as the serial executor's one PE; an array also counts its PEs beyond the edge)
+and ``timeout_us`` (how long a ring or a register access may take, default ``TIMEOUT_US``: the compact
+accelerator spends about 150 cycles a MAC).
 """
 
 import logging
@@ -45,6 +49,8 @@ class CoreTB:
         self.config = DeviceConfig(rows=params["rows"], cols=params["cols"], rbits=params["rbits"],
                                    max_chunk=params["max_chunk"], pcm=None if pcm is None else PcmConfig(**pcm))
         self.rng = random.Random(params["seed"] + seed_offset)
+        self.exact_macs = params.get("exact_macs", False)
+        self.timeout_us = params.get("timeout_us", TIMEOUT_US)
         dut.rst.value = 1
         start_clock(dut)
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
@@ -69,11 +75,11 @@ class CoreTB:
             await self.write(reg, value)
 
     async def write(self, addr, value):
-        await with_timeout(self.csr.write(addr, int(value).to_bytes(4, "little")), TIMEOUT_US, "us")
+        await with_timeout(self.csr.write(addr, int(value).to_bytes(4, "little")), self.timeout_us, "us")
         self.golden.write_csr(addr, int(value))
 
     async def read(self, addr):
-        got = await with_timeout(self.csr.read(addr, 4), TIMEOUT_US, "us")
+        got = await with_timeout(self.csr.read(addr, 4), self.timeout_us, "us")
         return int.from_bytes(got.data, "little")
 
     def write_mem(self, addr, raw):
@@ -189,7 +195,7 @@ class CoreTB:
                 if int(self.dut.irq.value):
                     await self.write(Reg.IRQ_STATUS, Irq.DONE | Irq.ERROR)
         try:
-            await with_timeout(finish(), TIMEOUT_US, "us")
+            await with_timeout(finish(), self.timeout_us, "us")
         except SimTimeoutError:
             raise AssertionError(f"tail {await self.read(Reg.RING_TAIL)} never reached {self.head}") from None
         cycles = (cocotb.simtime.get_sim_time("ns") - start) // 10
@@ -212,7 +218,7 @@ class CoreTB:
         async def finish():
             while await self.read(Reg.RING_TAIL) != self.head:
                 pass
-        await with_timeout(finish(), TIMEOUT_US, "us")
+        await with_timeout(finish(), self.timeout_us, "us")
         span = victim.m * victim.stride_d
         self.golden.memory[victim.addr_d:victim.addr_d + span] = np.frombuffer(
             self.ram.read(victim.addr_d, span), np.uint8)
@@ -236,6 +242,15 @@ class CoreTB:
         want = [STATUS_DONE | code for code in codes]
         assert got == want, f"{what}: status words {[hex(g) for g in got]} != {[hex(w) for w in want]}"
 
+    async def check_macs(self, what, descs):
+        """With ``exact_macs``: ``PERF_MAC`` (counted since reset) is the ``m * n * k`` of the GEMMs of
+        ``descs``."""
+        if not self.exact_macs:
+            return
+        got = await self.read(Reg.PERF_MAC) | await self.read(Reg.PERF_MAC + 4) << 32
+        want = sum(desc.m * desc.n * desc.k for desc in descs if desc.opcode == Opcode.GEMM)
+        assert got == want, f"{what}: PERF_MAC {got} != {want} products"
+
     async def check_registers(self, what):
         for reg in (Reg.STATUS, Reg.ERROR, Reg.RING_TAIL, Reg.PERF_DONE):
             got, want = await self.read(reg), self.golden.read_csr(reg)
@@ -250,6 +265,7 @@ async def _run(dut, descs_of, what, seed_offset):
     tb.check(what, descs)
     tb.check_statuses(what, [ErrorCode.OK] * len(descs))
     await tb.check_registers(what)
+    await tb.check_macs(what, descs)
 
 
 @cocotb.test()

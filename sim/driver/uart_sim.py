@@ -48,10 +48,10 @@ class SerialSystem(wiring.Component):
 
     def __init__(self, *, rows: int, cols: int, k_block: int, max_chunk: int, mem_size: int, divisor: int,
                  max_words: int = 64, timeout: int | None = None, update_lanes: int = 4, serial_keys: bool = False,
-                 spram: bool = False):
+                 compact: bool = False, spram: bool = False):
         self.system = AcceleratorSystem(rows=rows, cols=cols, k_block=k_block, max_chunk=max_chunk,
                                         mem_size=mem_size, update_lanes=update_lanes, serial_keys=serial_keys,
-                                        spram=spram)
+                                        compact=compact, spram=spram)
         self.bridge = UartHostBridge(mem_size=mem_size, divisor=divisor, max_words=max_words, timeout=timeout)
         super().__init__()
 
@@ -81,8 +81,8 @@ class SimUart(SimulatorProcess):
 
     Parameters
     ----------
-    rows, cols, k_block, max_chunk, mem_size, divisor, max_words, update_lanes, serial_keys, spram
-        Of :class:`SerialSystem` (``update_lanes=0, serial_keys=True, spram=True``: the iCEBreaker's system,
+    rows, cols, k_block, max_chunk, mem_size, divisor, max_words, update_lanes, serial_keys, compact, spram
+        Of :class:`SerialSystem` (``update_lanes=0, serial_keys=True, compact=True, spram=True``: the iCEBreaker's system,
         its SPRAM simulated with Yosys's model of the cell, random at power-up: ``gate.spram_model``).
     bridge_timeout : int, optional
         The bridge's inter-byte timeout in clock cycles (default: its own).
@@ -110,7 +110,7 @@ class SimUart(SimulatorProcess):
     def __init__(self, *, rows: int = 1, cols: int = 1, k_block: int = 8, max_chunk: int = 64,
                  mem_size: int = 1 << 14, divisor: int = 8, max_words: int = 64,
                  bridge_timeout: int | None = None, update_lanes: int = 4, serial_keys: bool = False,
-                 spram: bool = False, sim: str | None = None,
+                 compact: bool = False, spram: bool = False, sim: str | None = None,
                  flip_rx: float = 0.0,
                  flip_tx: float = 0.0, seed: int = 1, start_timeout: float = 120.0, keep: bool = False):
         for name, rate in (("flip_rx", flip_rx), ("flip_tx", flip_tx)):
@@ -122,10 +122,10 @@ class SimUart(SimulatorProcess):
         self.divisor = divisor
         system = SerialSystem(rows=rows, cols=cols, k_block=k_block, max_chunk=max_chunk, mem_size=mem_size,
                               divisor=divisor, max_words=max_words, timeout=bridge_timeout,
-                              update_lanes=update_lanes, serial_keys=serial_keys, spram=spram)
+                              update_lanes=update_lanes, serial_keys=serial_keys, compact=compact, spram=spram)
         from fp8train.hw.units import to_verilog
         name = (f"serial_system_{rows}x{cols}" + ("" if update_lanes else "_no_update") +
-                ("_serial_keys" if serial_keys else "") + ("_spram" if spram else ""))
+                ("_serial_keys" if serial_keys else "") + ("_compact" if compact else "") + ("_spram" if spram else ""))
         sources = {f"{name}.v": to_verilog(system, name, emit_src=False), f"{TOP}.v": _wrapper(name)}
         if spram:
             sources["sb_spram256ka.v"] = spram_model()
