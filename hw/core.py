@@ -50,11 +50,11 @@ class Accelerator(wiring.Component):
         The PCM tile behind PCM_PROGRAM / PCM_MVM / PCM_TIME (:class:`~fp8train.hw.pcm.executor.PcmExecutor`),
         or None: no tile, the PCM opcodes complete BAD_OPCODE.
     compact : bool
-        The least logic, at any speed, for the smallest FPGAs (the iCE40 UP5K): one PE driven output by
-        output (:class:`~fp8train.hw.serial_gemm.SerialGemm`) instead of the systolic array and its tile
-        controller, and the engine's single-transaction DMA (``CommandEngine(serial_dma=True)``); needs
-        ``rows = cols = 1``. ``k_block``, ``a_slots`` and ``serial_keys`` are then unused (its one key
-        hasher is serial).
+        The least logic, at any speed, for the smallest FPGAs (the iCE40 UP5K): one adder computing the
+        GEMM output by output (:class:`~fp8train.hw.serial_gemm.SerialGemm`) instead of the systolic array
+        and its tile controller, and the engine's single-transaction DMA
+        (``CommandEngine(serial_dma=True)``); needs ``rows = cols = 1``. ``k_block``, ``a_slots`` and
+        ``serial_keys`` are then unused (its one key hasher is serial).
 
     Members
     -------

@@ -1,4 +1,4 @@
-"""Serial GEMM executor: one processing element computes a GEMM output by output, every operand read
+"""Serial GEMM executor: one floating-point adder computes a GEMM output by output, every operand read
 through the engine's DMA (DESIGN.md §3-4). It replaces the tile controller, the systolic array, the
 operand scratchpads and the second lane-key hasher where logic is all that counts (the iCE40 UP5K),
 bit-exact with golden ``run_gemm`` like them.
@@ -7,16 +7,22 @@ bit-exact with golden ``run_gemm`` like them.
 import enum
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import Out
 
+from fp8train.formats import E5M2, FP16_169
+from fp8train.hw.arith.add import add_codes
+from fp8train.hw.arith.convert import convert_code
 from fp8train.hw.arith.lane_keys import LaneKeyHasher
-from fp8train.hw.arith.output import OutputUnit
-from fp8train.hw.array.pe import ProcessingElement, check_rbits
+from fp8train.hw.arith.layouts import fp_layout, unpack
+from fp8train.hw.arith.lfsr import lfsr_draw
+from fp8train.hw.arith.mul import mul_codes
+from fp8train.hw.array.pe import check_rbits
 from fp8train.hw.bus.dma import DmaError
 from fp8train.hw.engine import BEAT, CHUNK_WIDTH, DIM_WIDTH, executor_members
 from fp8train.protocol import ALIGN, FLAG_OUT_SHIFT, ErrorCode, Flag, OutFormat
-from fp8train.sim.golden.lfsr import STATE_BITS
+from fp8train.sim.golden.device import OUT_FORMATS, OUTPUT_SEED_SALT
+from fp8train.sim.golden.lfsr import OUTPUT_FALLBACK_STATE, STATE_BITS
 
 __all__ = ["SerialGemm"]
 
@@ -37,16 +43,16 @@ class _State(enum.Enum):
     """The steps of a command (see :class:`SerialGemm`)."""
     IDLE = 0            # the ring and the counters cleared
     BASE = 1            # a turn: the pointers from the descriptor's addresses
-    ROW_KEY = 2         # row i's key hashed into ``row_key``
-    COLUMN_KEY = 3      # column j's key hashed, left on the hasher's output for the first beat
+    ROW_KEY = 2         # row i's key hashed, ``seed ^ row_key`` kept
+    COLUMN_KEY = 3      # column j's key hashed (left on the hasher's output until D is written): the lane seeded
     READ = 4            # a turn: the words of A(i, k) and B(k, j) asked for; A and B step to k + 1
     A_WORD = 5          # A(i, k)'s code into ``a_code``
-    B_WORD = 6          # B(k, j)'s word in: the PE's beat
-    TOTAL = 7           # after the last k: the PE's total appears
-    REWIND_K = 8        # K turns: A and B back to k = 0; the last asks for C(i, j)'s word
-    OUTPUT = 9          # total and C into the output unit
-    WRITE = 10          # a turn: D(i, j)'s write command; on to the next column (after the last, row)
-    WRITTEN = 11        # D's word written and its response in
+    B_WORD = 6          # B(k, j)'s word in: the beat (the product registered)
+    REWIND_K = 7        # K turns: A and B back to k = 0; the last asks for C(i, j)'s word
+    OUTPUT = 8          # C(i, j) into ``held`` (HAS_C)
+    WRITE = 9           # a turn: D(i, j)'s write command; on to the next column (after the last, row)
+    DATA = 10           # D's word offered
+    WRITTEN = 11        # D's write response in
     REWIND_ROW = 12     # N - 1 turns: B, C and D back to column 0
     DONE = 13           # ``done`` offered
 
@@ -63,22 +69,33 @@ def _check_int(name, value, low, high):
 
 
 class SerialGemm(wiring.Component):
-    """GEMM executor of the command engine on one :class:`~fp8train.hw.array.pe.ProcessingElement`,
-    one :class:`~fp8train.hw.arith.output.OutputUnit` and one serial
+    """GEMM executor of the command engine on one FP16_169 adder and one serial
     :class:`~fp8train.hw.arith.lane_keys.LaneKeyHasher`: golden ``run_gemm`` in the least logic, at
     any speed.
 
-    Outputs are computed one at a time, row by row, each as a PE of the systolic array computes it:
-    per k the 8-byte words holding A(i, k) and B(k, j) are read (two one-word DMA reads, issued back
-    to back) and the PE takes one beat; then the total and C(i, j) (HAS_C, its word read likewise) go
-    through the output unit, and D(i, j) is written as one word whose ``strb`` selects the element's
-    bytes, its response awaited before the next output. Nothing of an operand is kept but the A code
-    of the current k. A MAC takes two turns of the pointer ring (below) and a cycle per word, 10
-    cycles, plus what the reads' latency adds; an output adds its column key (about 12 cycles), the
-    C read, the output unit and the D write, a row its row key and N - 1 turns.
+    Outputs are computed one at a time, row by row: per k the 8-byte words holding A(i, k) and B(k, j)
+    are read (two one-word DMA reads, issued back to back) and their exact product is registered (the
+    beat); then C(i, j) (HAS_C, its word read likewise) is added, and D(i, j) is written as one word
+    whose ``strb`` selects the element's bytes, its response awaited before the next output. Nothing
+    of an operand is kept but the A code of the current k. A MAC takes two turns of the pointer ring
+    (below) and a cycle per word, 10 cycles, plus what the reads' latency adds; an output adds its
+    column key (about 12 cycles), the C read and the D write, a row its row key and N - 1 turns.
+
+    Arithmetic: what a :class:`~fp8train.hw.array.pe.ProcessingElement` and the
+    :class:`~fp8train.hw.arith.output.OutputUnit` compute, in one adder where they have three, since
+    a MAC takes several cycles here anyway. The output's LFSR lane starts at golden ``output_state``
+    and each beat draws ``2 * rbits`` bits from it. In the cycle after a beat the adder adds the
+    product to the chunk accumulator with the draw's low half; in the next, if the beat ended a chunk,
+    it adds the chunk to the total of the chunks before with the high half (golden ``matmul``'s two
+    draws per k step), both with the command's rounding. C is added to the total to nearest-even (the
+    guard bits sized for stochastic rounding round a nearest-even sum correctly too), and ReLU clears
+    a negative result. The output stage (scale and the conversion into each output format, golden
+    ``output_stage``) is combinational on the result while D's word is offered; its random bits are
+    the first draw of the same lane, restarted from the output conversion's seed once the additions
+    are over. The steps between beats outlast the additions, so the FSM never waits for the adder.
 
     Steps (``_State``): IDLE; BASE; per row ROW_KEY; per output COLUMN_KEY, then per k READ, A_WORD,
-    B_WORD; then TOTAL, REWIND_K, OUTPUT, WRITE, WRITTEN; after a row REWIND_ROW; at the end DONE.
+    B_WORD; then REWIND_K, OUTPUT, WRITE, DATA, WRITTEN; after a row REWIND_ROW; at the end DONE.
     ``abort`` returns to IDLE from any step; a DMA error goes to DONE.
 
     The command's fields are read from ``cmd.p`` while it runs, never copied: the engine holds
@@ -96,15 +113,14 @@ class SerialGemm(wiring.Component):
     row, and N - 1 turns take B, C and D back to column 0. Beside the ring only the counters ``i``,
     ``j``, ``k`` and the chunk counter are kept.
 
-    The PE's total stays in its drain register (``drain_in`` takes ``drain_out``'s payload back, with
-    ``valid`` 0) until the next output's total replaces it; the output unit gets the row key from a
-    register and the column key from the PE's ``south.key``, which it holds from the output's first
-    beat.
+    The column key stays on the hasher's output from COLUMN_KEY until D's write response (the next
+    output hashes its own only then anyway), so only ``seed ^ row_key`` is kept beside it.
 
     Parameters
     ----------
     rbits : int
-        Random bits per stochastic rounding (1 to 14, the PE's limit).
+        Random bits per stochastic rounding (1 to 14: a beat draws ``2 * rbits`` bits from a 31-bit
+        lane, as a PE's).
     max_chunk : int
         Largest descriptor ``chunk`` (1 to 65535; the engine's).
     addr_width, length_width : int
@@ -119,15 +135,16 @@ class SerialGemm(wiring.Component):
         WRITE_ERROR (``dma_error`` bit 0) as soon as ``dma_error`` is not 0, the code read from the
         DMA's error, which stays until the engine clears it after ``done``.
     abort : In(1)
-        The engine's abort pulse: back to idle at once, answer nothing. The hasher and the output
-        unit may then still hold a result; idle takes it (the engine needs far more cycles than
-        their latencies before it offers the next command).
+        The engine's abort pulse: back to idle at once, answer nothing. The hasher may then still
+        hold or compute a key; idle takes it (the engine needs far more cycles than its latency
+        before it offers the next command). The adder's pending additions end within two cycles;
+        the next output restarts its registers.
     dma_rd_cmd, dma_rd_data, dma_wr_cmd, dma_wr_data, dma_rd_done, dma_wr_done, dma_error
         The engine's ``exec_dma_*`` ports (flipped). Every command is one aligned word (length 8);
         at most the two reads of one k, or one write, are in flight. ``dma_rd_done`` is not needed:
         a read is complete when its word is in.
     mac_active : Out(1)
-        The PE multiplies this cycle (its ``ctl_out.valid``), for ``PERF_MAC``.
+        A MAC this cycle (a beat's chunk addition: one cycle per product), for ``PERF_MAC``.
     """
 
     def __init__(self, *, rbits: int = 8, max_chunk: int = 4096, addr_width: int = 32, length_width: int = 20):
@@ -142,8 +159,6 @@ class SerialGemm(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         aw = self.addr_width
-        m.submodules.pe = pe = ProcessingElement(rbits=self.rbits)
-        m.submodules.output = output = OutputUnit(rbits=self.rbits)
         m.submodules.keys = keys = LaneKeyHasher(serial=True)
 
         cmd = self.cmd.p
@@ -219,33 +234,77 @@ class SerialGemm(wiring.Component):
         code = half.word_select(lane[0], 8)
         a_code = Signal(8)
 
-        # -- PE: one beat per MAC; the total is kept in its drain register.
-        row_key = Signal(STATE_BITS)
-        beat = Signal()
-        first = keys.o.valid            # the column key waits on ``keys.o`` for the output's first beat
+        # -- Datapath: the product, the lane and one adder for the chunk, total and C additions.
+        acc_fmt, rbits = FP16_169, self.rbits
+        saturate = ~_flag(cmd.flags, Flag.OVERFLOW_INF)
+        row_seed = Signal(STATE_BITS, name="row_seed")        # (seed ^ row_key) & (2**31 - 1)
+        col_key = keys.o.payload        # the output's column key waits on ``keys.o`` until D is written
+        start, beat, c_load = Signal(name="start"), Signal(name="beat"), Signal(name="c_load")
         # The hasher's whole payload as continuous expressions of registers: Icarus never evaluates an
         # always block whose inputs keep their initial values, and index then stays X (hw/bus/csr.py).
         m.d.comb += [keys.i.p.index.eq(Mux(state == _State.ROW_KEY, i, j)),
                      keys.i.p.is_col.eq(state == _State.COLUMN_KEY)]
-        m.d.comb += [pe.west.a.eq(a_code), pe.west.key.eq((cmd.seed ^ row_key)[:STATE_BITS]),
-                     pe.north.b.eq(code), pe.north.key.eq(keys.o.payload[:STATE_BITS]),
-                     pe.ctl_in.valid.eq(beat), pe.ctl_in.first.eq(first), pe.ctl_in.last.eq(last_k),
-                     pe.ctl_in.chunk_end.eq(chunk_end),
-                     pe.ctl_in.stochastic.eq(_flag(cmd.flags, Flag.ACC_STOCHASTIC)),
-                     pe.ctl_in.saturate.eq(~_flag(cmd.flags, Flag.OVERFLOW_INF)),
-                     pe.drain_in.payload.eq(pe.drain_out.payload),
-                     self.mac_active.eq(pe.ctl_out.valid)]
-        with m.If(beat):
-            m.d.sync += chunk_count.eq(Mux(chunk_end, 0, chunk_count + 1))
 
-        # -- Output unit and D: the result in every lane of the word, ``strb`` on the element's.
-        m.d.comb += [output.i.p.total.eq(pe.drain_out.payload), output.i.p.c.eq(half),
-                     output.i.p.row_key.eq(row_key), output.i.p.col_key.eq(pe.south.key),
-                     output.has_c.eq(has_c), output.relu.eq(_flag(cmd.flags, Flag.RELU)),
-                     output.stochastic.eq(_flag(cmd.flags, Flag.OUT_STOCHASTIC)),
-                     output.saturate.eq(~_flag(cmd.flags, Flag.OVERFLOW_INF)), output.scale.eq(cmd.scale),
-                     output.out_format.eq(out_format), output.seed.eq(cmd.seed)]
-        result = output.o.payload
+        # The output's lane starts at golden ``output_state`` and draws ``2 * rbits`` bits per beat (golden
+        # ``matmul``'s two draws per k step); the draw lands in the lane's top bits, where the chunk
+        # addition (low half) and the total addition (high half) find it without a register of their own.
+        # In OUTPUT, after the last addition that draws, the lane restarts as the output conversion's
+        # (``seed ^ OUTPUT_SEED_SALT``, golden ``LfsrBank.for_outputs``), whose first draw rounds D.
+        lane_state = Signal(STATE_BITS, name="lane_state")
+        salted = state == _State.OUTPUT
+        mixed = Signal(STATE_BITS, name="mixed")
+        m.d.comb += mixed.eq(row_seed ^ col_key ^ Mux(salted, OUTPUT_SEED_SALT, 0))
+        _, advanced = lfsr_draw(lane_state, 2 * rbits)
+        with m.If(start | salted):
+            m.d.sync += lane_state.eq(Mux(mixed.any(), mixed, OUTPUT_FALLBACK_STATE))
+        with m.Elif(beat):
+            m.d.sync += lane_state.eq(advanced)
+        drawn = lane_state[STATE_BITS - 2 * rbits:]
+        product = Signal(acc_fmt.width, name="product_code")
+        exact = mul_codes(m, E5M2, E5M2, acc_fmt, data.View(fp_layout(E5M2), a_code),
+                          data.View(fp_layout(E5M2), code), name="product")
+        with m.If(beat):
+            m.d.sync += [product.eq(exact), chunk_count.eq(Mux(chunk_end, 0, chunk_count + 1))]
+
+        # The additions follow a beat, or C's word, by a cycle or two (the FSM's next steps take longer):
+        # ``chunk_step`` acc + product; ``total_step`` (after a chunk's end) held + acc, into ``held``
+        # with acc restarting from +0, or after the output's last chunk into ``acc``; ``c_step`` acc + C,
+        # nearest-even. ``acc`` is always one operand, so only the other needs a multiplexer; the adder
+        # is commutative, and adding to a restarted +0 is golden's ``+0 + p`` (-0 becomes +0).
+        chunk_step = self.mac_active    # a MAC this cycle: one chunk addition per product
+        ended, total_step, c_step, last = (Signal(name=name) for name in ("ended", "total_step", "c_step", "last"))
+        m.d.sync += [chunk_step.eq(beat), ended.eq(beat & chunk_end), total_step.eq(ended), c_step.eq(c_load)]
+        with m.If(beat):
+            m.d.sync += last.eq(last_k)
+        acc, held = Signal(acc_fmt.width, name="acc"), Signal(acc_fmt.width, name="held")
+        summed = add_codes(m, acc_fmt, acc, Mux(chunk_step, product, held),
+                           stochastic=_flag(cmd.flags, Flag.ACC_STOCHASTIC) & ~c_step,
+                           rand=Mux(chunk_step, drawn[:rbits], drawn[rbits:]), saturate=saturate, name="add")
+        with m.If(start):
+            m.d.sync += [acc.eq(0), held.eq(0)]
+        with m.If(chunk_step | c_step | (total_step & last)):
+            m.d.sync += acc.eq(summed)
+        with m.Elif(total_step):
+            m.d.sync += [held.eq(summed), acc.eq(0)]
+        with m.If(c_load):
+            m.d.sync += held.eq(half)
+        # ReLU: a negative result (not NaN, -0 included) becomes +0 as WRITE's turn ends, three cycles
+        # or more after C's addition; a register reset where a multiplexer would sit before the output
+        # stage.
+        value = unpack(m, acc_fmt, acc, "value")
+        with m.If((state == _State.WRITE) & turned & _flag(cmd.flags, Flag.RELU) & value.sign & ~value.nan):
+            m.d.sync += acc.eq(0)
+
+        # -- Output stage (golden ``output_stage`` after ReLU) on ``acc`` and D: the result in every lane
+        # of the word, ``strb`` on the element's.
+        out_rand, _ = lfsr_draw(lane_state, rbits)
+        result = Signal(16, name="result")
+        for out_code, fmt in OUT_FORMATS.items():
+            converted = convert_code(m, acc_fmt, fmt, acc, stochastic=_flag(cmd.flags, Flag.OUT_STOCHASTIC),
+                                     rand=out_rand, saturate=saturate, scale=cmd.scale,
+                                     name=f"to_{OutFormat(out_code).name.lower()}")
+            with m.If(out_format == out_code):
+                m.d.comb += result.eq(converted)
         m.d.comb += [self.dma_wr_data.p.data.eq(Mux(fp16_out, result.replicate(BEAT // 16),
                                                      result[:8].replicate(BEAT // 8))),
                      self.dma_wr_data.p.strb.eq(Cat(*(Mux(fp16_out, j[:2] == byte // 2, j[:3] == byte)
@@ -262,7 +321,7 @@ class SerialGemm(wiring.Component):
                 # Clear the ring (BASE then loads it) and take what an aborted command left behind.
                 m.d.sync += [*(p.eq(0) for p in ptrs), phase.eq(0), i.eq(0), j.eq(0), k.eq(0),
                              chunk_count.eq(0)]
-                m.d.comb += [self.cmd.ready.eq(~self.abort), keys.o.ready.eq(1), output.o.ready.eq(1)]
+                m.d.comb += [self.cmd.ready.eq(~self.abort), keys.o.ready.eq(1)]
                 with m.If(self.cmd.valid & ~self.abort):
                     m.d.sync += state.eq(_State.BASE)
             with m.Case(_State.BASE):
@@ -272,10 +331,10 @@ class SerialGemm(wiring.Component):
             with m.Case(_State.ROW_KEY):
                 m.d.comb += [keys.i.valid.eq(1), keys.o.ready.eq(1)]
                 with m.If(keys.o.valid):
-                    m.d.sync += [row_key.eq(keys.o.payload), state.eq(_State.COLUMN_KEY)]
+                    m.d.sync += [row_seed.eq(cmd.seed ^ keys.o.payload), state.eq(_State.COLUMN_KEY)]
             with m.Case(_State.COLUMN_KEY):
-                # The key stays on ``keys.o`` until the output's first beat takes it.
-                m.d.comb += keys.i.valid.eq(1)
+                # The key stays on ``keys.o`` (until WRITTEN): it seeds the lane now and again in OUTPUT.
+                m.d.comb += [keys.i.valid.eq(1), start.eq(keys.o.valid)]
                 with m.If(keys.o.valid):
                     m.d.sync += state.eq(_State.READ)
             with m.Case(_State.READ):
@@ -289,17 +348,13 @@ class SerialGemm(wiring.Component):
                 with m.If(rd.valid):
                     m.d.sync += [a_code.eq(code), state.eq(_State.B_WORD)]
             with m.Case(_State.B_WORD):
-                # The first beat takes the column key off ``keys.o`` (later beats find it empty).
-                m.d.comb += [rd.ready.eq(1), beat.eq(rd.valid), keys.o.ready.eq(rd.valid)]
+                m.d.comb += [rd.ready.eq(1), beat.eq(rd.valid)]
                 with m.If(rd.valid):
                     m.d.sync += k.eq(Mux(last_k, 0, k_next))
                     with m.If(last_k):
-                        m.d.sync += state.eq(_State.TOTAL)
+                        m.d.sync += state.eq(_State.REWIND_K)
                     with m.Else():
                         m.d.sync += state.eq(_State.READ)
-            with m.Case(_State.TOTAL):
-                with m.If(pe.drain_out.valid):
-                    m.d.sync += state.eq(_State.REWIND_K)
             with m.Case(_State.REWIND_K):
                 # Back to k = 0; the last turn reads C's word (HAS_C) at the C place.
                 m.d.comb += self.dma_rd_cmd.valid.eq(has_c & last_k & (phase == _BUFFERS.index("c")))
@@ -309,8 +364,9 @@ class SerialGemm(wiring.Component):
                     with m.If(last_k):
                         m.d.sync += state.eq(_State.OUTPUT)
             with m.Case(_State.OUTPUT):
-                m.d.comb += [output.i.valid.eq(~has_c | rd.valid), rd.ready.eq(has_c & output.i.ready)]
-                with m.If(output.i.valid & output.i.ready):
+                # C's word into ``held`` (added in the next cycle); the lane restarts for the conversion.
+                m.d.comb += [rd.ready.eq(has_c), c_load.eq(has_c & rd.valid)]
+                with m.If(~has_c | rd.valid):
                     m.d.sync += state.eq(_State.WRITE)
             with m.Case(_State.WRITE):
                 # D's command at the D place; B, C and D step on to column j + 1, or after the row's last
@@ -318,9 +374,14 @@ class SerialGemm(wiring.Component):
                 m.d.comb += self.dma_wr_cmd.valid.eq(phase == _BUFFERS.index("d"))
                 turn(Mux(last_column, _Step.ROW, _Step.COLUMN), issue=self.dma_wr_cmd)
                 with m.If(turned):
+                    m.d.sync += state.eq(_State.DATA)
+            with m.Case(_State.DATA):
+                m.d.comb += self.dma_wr_data.valid.eq(1)
+                with m.If(self.dma_wr_data.ready):
                     m.d.sync += state.eq(_State.WRITTEN)
             with m.Case(_State.WRITTEN):
-                m.d.comb += [self.dma_wr_data.valid.eq(output.o.valid), output.o.ready.eq(self.dma_wr_data.ready)]
+                # The column key leaves ``keys.o``: the next output's COLUMN_KEY hashes its own.
+                m.d.comb += keys.o.ready.eq(self.dma_wr_done)
                 with m.If(self.dma_wr_done):
                     with m.If(~last_column):
                         m.d.sync += [j.eq(j_next), state.eq(_State.COLUMN_KEY)]

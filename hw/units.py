@@ -222,19 +222,13 @@ UNITS = [
                       "multi-bit value for 'x == 0'",
         "CASEINCOMPLETE": "Amaranth writes the switch over a command's steps, and the key hasher its step "
                           "counters, as a case over the codes in use; the other codes are unreachable",
-        "DECLFILENAME": "Amaranth writes the PE, the output unit and the key hasher as modules into the top's "
-                        "one file",
+        "DECLFILENAME": "Amaranth writes the key hasher as a module into the top's one file",
         "SYMRSVDWORD:abort": "the port is named by the executor's contract; 'abort' is only also a C "
                              "library function, the Verilated model builds and runs",
         "UNUSEDSIGNAL:dma_rd_done": "part of the executor's DMA contract, not needed here: a read is "
                                     "complete when its word is in",
-        "UNUSEDSIGNAL:o__payload": "a lane state has 31 bits: bit 31 of the key hasher's key is not used",
-        **{f"UNUSEDSIGNAL:{name}": "Amaranth declares a wire in the parent for each port signal of a "
-                                   "submodule (PE, output unit), an alias of the net it is connected to; "
-                                   "inside the PE, drain_in is its own drain_out"
-           for name in ("drain_*", "has_c", "out_format", "relu", "scale", "seed", "stochastic")},
         **{f"UNUSEDSIGNAL:{name}": _INLINED
-           for name in ("add_*", "c_add_*", "i_next", "k_next", "lane", "product_*", "step", "step_low",
+           for name in ("add_*", "i_next", "k_next", "lane", "mixed", "product_*", "step", "step_low",
                         "stepped", "to_*", "value_*")},
     }),
     Unit("accelerator", lambda: Accelerator(rows=2, cols=2, rbits=8, max_chunk=4096, k_block=16), waivers={
