@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass, fields
 
 __all__ = ["DEVICE_ID", "VERSION", "Reg", "Ctrl", "Status", "Irq", "Opcode", "Flag", "OutFormat",
-           "ErrorCode", "Descriptor", "DESCRIPTOR_BYTES", "STATUS_DONE", "ALIGN", "MAX_DIM", "GEMM_FLAGS",
+           "ErrorCode", "REG_WRITE_MASKS", "Descriptor", "DESCRIPTOR_BYTES", "STATUS_DONE", "ALIGN", "MAX_DIM", "GEMM_FLAGS",
            "UPDATE_FLAGS", "FLAGS_DEFINED", "MAX_UPDATE_COUNT", "PCM_OPCODES", "PCM_CONFIG_FIELDS",
            "pack_pcm_config", "unpack_pcm_config", "opcode_mask", "unpack_opcodes"]
 
@@ -43,11 +43,11 @@ class Reg(enum.IntEnum):
     CONFIG_OPCODES = 0x024  # RO  bit ``op`` set for each Opcode the device executes (opcode_mask)
     CTRL = 0x010            # RW  Ctrl bits
     STATUS = 0x014          # RO  Status bits
-    ERROR = 0x018           # RW  last ErrorCode; write 0 to clear
+    ERROR = 0x018           # RW  last ErrorCode (8 bits); write 0 to clear
     IRQ_STATUS = 0x01C      # W1C Irq bits
-    IRQ_MASK = 0x020        # RW  Irq bits that drive the irq output
+    IRQ_MASK = 0x020        # RW  Irq bits that drive the irq output (only the Irq bits are kept)
     RING_BASE = 0x030       # RW  8-byte aligned
-    RING_SIZE = 0x034       # RW  slots, a power of two
+    RING_SIZE = 0x034       # RW  slots, a power of two (16 bits)
     RING_HEAD = 0x038       # RW  doorbell: producer count (16 bits)
     RING_TAIL = 0x03C       # RO  consumer count (16 bits)
     WINDOW_BASE = 0x040     # RW  DMA window: base <= address and address + length <= limit
@@ -75,6 +75,12 @@ class Status(enum.IntFlag):
 class Irq(enum.IntFlag):
     DONE = 1 << 0
     ERROR = 1 << 1
+
+
+#: The bits a read-write register keeps of a write (the others read 0): registers only as wide as
+#: what they hold, which the iCE40 UP5K's logic budget feels. Registers not listed keep 32 bits.
+REG_WRITE_MASKS = {Reg.CTRL: Ctrl.ENABLE, Reg.ERROR: 0xFF, Reg.IRQ_MASK: Irq.DONE | Irq.ERROR,
+                   Reg.RING_SIZE: 0xFFFF, Reg.RING_HEAD: 0xFFFF}
 
 
 class Opcode(enum.IntEnum):

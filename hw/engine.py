@@ -19,9 +19,9 @@ from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma, command_layout
 from fp8train.hw.bus.serial_dma import SerialDma
 from fp8train.protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, GEMM_FLAGS,
-                               MAX_DIM, MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, STATUS_DONE,
-                               UPDATE_FLAGS, VERSION, Ctrl, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status,
-                               opcode_mask, pack_pcm_config)
+                               MAX_DIM, MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, REG_WRITE_MASKS,
+                               STATUS_DONE, UPDATE_FLAGS, VERSION, Ctrl, ErrorCode, Flag, Irq, Opcode, OutFormat,
+                               Reg, Status, opcode_mask, pack_pcm_config)
 from fp8train.sim.golden.device import check_pcm_tile
 
 __all__ = ["CommandEngine", "exec_layout", "done_layout"]
@@ -34,11 +34,14 @@ DIM_WIDTH = MAX_DIM.bit_length()
 COUNT_WIDTH = MAX_UPDATE_COUNT.bit_length()      # an UPDATE's element count (its ``k``)
 CHUNK_WIDTH = 16                             # descriptor word 4, bits 0..15
 SCALE_WIDTH = 8                              # descriptor word 4, bits 16..23
-RING_COUNT_WIDTH = 16                        # RING_HEAD / RING_TAIL
-CODE_WIDTH = 8
+RING_COUNT_WIDTH = REG_WRITE_MASKS[Reg.RING_HEAD].bit_length()     # RING_HEAD / RING_TAIL
+RING_SIZE_WIDTH = REG_WRITE_MASKS[Reg.RING_SIZE].bit_length()
+CODE_WIDTH = REG_WRITE_MASKS[Reg.ERROR].bit_length()
 OPCODE_WIDTH = 8                             # descriptor word 0, bits 0..7
 COUNTER_WIDTH = 64
+IRQ_WIDTH = REG_WRITE_MASKS[Reg.IRQ_MASK].bit_length()
 DMA_ERROR_WIDTH = 4
+ADDR_A_WORD = 6                              # descriptor words 6 to 13: addr_a, stride_a, ... stride_d
 
 
 def exec_layout(addr_width: int = 32) -> data.StructLayout:
@@ -148,7 +151,7 @@ class CommandEngine(wiring.Component):
     to ``2 ** ring_log2_max`` (otherwise nothing happens), the engine reads the 64 bytes at
     ``RING_BASE + (RING_TAIL % RING_SIZE) * 64`` (8 beats). The ring fetch and the status write-back
     are **not** window-checked (the DMA window is 0 .. 2**32 - 1 for them; the host owns the ring).
-    Then four cycles check the buffers (one multiplier, A, B, D, C) and one decides the code in
+    Then four cycles check the buffers (one multiplier, A, B, C, D) and one decides the code in
     golden ``check()`` order: BAD_OPCODE, RESERVED_BITS, (FENCE: OK), BAD_FORMAT, BAD_DIMENSION,
     BAD_CHUNK (GEMM), MISALIGNED, OUT_OF_WINDOW; an UPDATE's flags, factor fields and single-row
     buffers follow golden ``_check_update``, a PCM command's golden ``_check_pcm``. A GEMM, UPDATE or PCM
@@ -285,13 +288,13 @@ class CommandEngine(wiring.Component):
         f = {"opcode": w[0][:8], "flags": w[0][8:], "m": w[2][:16], "n": w[2][16:], "k": w[3],
              "chunk": w[4][:16], "scale": w[4][16:24], "seed": w[5]}
         for index, buf in enumerate("abcd"):
-            f[f"addr_{buf}"], f[f"stride_{buf}"] = w[6 + 2 * index], w[7 + 2 * index]
+            f[f"addr_{buf}"], f[f"stride_{buf}"] = w[ADDR_A_WORD + 2 * index], w[ADDR_A_WORD + 1 + 2 * index]
         f["reserved_clear"] = (w[4][24:] == 0) & tail_clear
         return f
 
     def _pcm_checks(self, f):
         """Golden ``_check_pcm`` on the fields ``f``: whether the dimensions are the tile's, whether an
-        unused field is not 0, and (rows, bytes per row, present) of the A, B, D, C buffers (A: int16
+        unused field is not 0, and (rows, bytes per row, present) of the A, B, C, D buffers (A: int16
         operands, D: PCM_MVM's int32 outputs). Constants without a tile (the opcodes are refused)."""
         if self.pcm is None:
             return Const(0), Const(0), [(0, 0, Const(0))] * 4
@@ -310,7 +313,7 @@ class CommandEngine(wiring.Component):
                 (f["stride_a"] != 0) | unused_d))
         a_bytes = Mux(program, f["n"], f["k"][:DIM_WIDTH]) << 1
         absent = (0, 0, Const(0))
-        buffers = [(f["m"], a_bytes, program | mvm), absent, (f["m"], f["n"] << 2, mvm), absent]
+        buffers = [(f["m"], a_bytes, program | mvm), absent, absent, (f["m"], f["n"] << 2, mvm)]
         return dims_ok, reserved, buffers
 
     def elaborate(self, platform):
@@ -321,8 +324,9 @@ class CommandEngine(wiring.Component):
         wiring.connect(m, dma.m_axi, wiring.flipped(self.m_axi))
 
         # Registers.
-        r = {"enable": Signal(), "error": Signal(WORD), "irq_status": Signal(WORD),
-             "irq_mask": Signal(WORD), "ring_base": Signal(WORD), "ring_size": Signal(WORD, init=1),
+        r = {"enable": Signal(), "error": Signal(CODE_WIDTH), "irq_status": Signal(IRQ_WIDTH),
+             "irq_mask": Signal(IRQ_WIDTH), "ring_base": Signal(WORD),
+             "ring_size": Signal(RING_SIZE_WIDTH, init=1),
              "head": Signal(RING_COUNT_WIDTH), "tail": Signal(RING_COUNT_WIDTH),
              "window_base": Signal(WORD), "window_limit": Signal(WORD), "done": Signal(WORD),
              "perf_busy": Signal(COUNTER_WIDTH), "perf_mac": Signal(COUNTER_WIDTH),
@@ -346,6 +350,7 @@ class CommandEngine(wiring.Component):
         desc = Signal((beats - 1) * BEAT)
         words = [desc.word_select(i, WORD) for i in range(DESCRIPTOR_WORDS - BEAT // WORD)]
         tail_clear = Signal()
+        buffer_beats = desc[ADDR_A_WORD * WORD:(ADDR_A_WORD + 8) * WORD]     # (addr, stride) of A, B, C, D
         f = self._fields(words, tail_clear)
         beat = Signal(range(beats))
         slot = Signal(self.addr_width)
@@ -372,31 +377,31 @@ class CommandEngine(wiring.Component):
                            (f["stride_d"] != 0) | (f["chunk"] != 0))
         reserved_flags = Mux(is_update, flags & ~UPDATE_FLAGS, Mux(is_pcm, flags, flags & ~GEMM_FLAGS))
 
-        # Buffer checks, one buffer per cycle: A, B, D, C (C only with HAS_C). An UPDATE's buffers
-        # are single rows: w, g, the FP8 copy (with an FP8 OUT_FORMAT), v (with MOMENTUM).
+        # Buffer checks, one buffer per cycle: A, B, C, D (C only with HAS_C). An UPDATE's buffers
+        # are single rows: w, g, v (with MOMENTUM), the FP8 copy (with an FP8 OUT_FORMAT). The four
+        # (address, stride) beats of the buffer turn one place per cycle, so the buffer checked is
+        # always in the first (four turns put them back): no multiplexer selects it.
         k16, m16, n16 = f["k"][:DIM_WIDTH], f["m"], f["n"]
         count = f["k"][:COUNT_WIDTH]
         trans_a, trans_b, has_c = flags[0], flags[1], flags[2]
         assert Flag.TRANS_A == 1 and Flag.TRANS_B == 2 and Flag.HAS_C == 4
         momentum = (flags & Flag.MOMENTUM) != 0
         d_bytes = Mux(out_format == OutFormat.FP16_169, n16 << 1, n16)
-        buffers = [(f["addr_a"], f["stride_a"], Mux(trans_a, k16, m16), Mux(trans_a, m16, k16), 1),
-                   (f["addr_b"], f["stride_b"], Mux(trans_b, n16, k16), Mux(trans_b, k16, n16), 1),
-                   (f["addr_d"], f["stride_d"], m16, d_bytes, 1),
-                   (f["addr_c"], f["stride_c"], m16, n16 << 1, has_c)]
-        update_buffers = [(f["addr_a"], count << 1, 1), (f["addr_b"], count << 1, 1),
-                          (f["addr_d"], count, out_format != OutFormat.FP16_169),
-                          (f["addr_c"], count << 1, momentum)]
+        buffers = [(Mux(trans_a, k16, m16), Mux(trans_a, m16, k16), 1),
+                   (Mux(trans_b, n16, k16), Mux(trans_b, k16, n16), 1),
+                   (m16, n16 << 1, has_c),
+                   (m16, d_bytes, 1)]
+        update_buffers = [(count << 1, 1), (count << 1, 1), (count << 1, momentum),
+                          (count, out_format != OutFormat.FP16_169)]
         index = Signal(range(len(buffers)))
-        b_addr, b_stride = Signal(WORD), Signal(WORD)
+        b_addr, b_stride = f["addr_a"], f["stride_a"]
         b_rows, b_bytes, b_present = Signal(DIM_WIDTH), Signal(COUNT_WIDTH + 1), Signal()
         with m.Switch(index):
-            for i, (addr, stride, rows, nbytes, present) in enumerate(buffers):
+            for i, (rows, nbytes, present) in enumerate(buffers):
                 with m.Case(i):
-                    u_addr, u_bytes, u_present = update_buffers[i]
+                    u_bytes, u_present = update_buffers[i]
                     p_rows, p_bytes, p_present = pcm_buffers[i]
-                    m.d.comb += [b_addr.eq(Mux(is_update, u_addr, addr)), b_stride.eq(stride),
-                                 b_rows.eq(Mux(is_update, 1, Mux(is_pcm, p_rows, rows))),
+                    m.d.comb += [b_rows.eq(Mux(is_update, 1, Mux(is_pcm, p_rows, rows))),
                                  b_bytes.eq(Mux(is_update, u_bytes, Mux(is_pcm, p_bytes, nbytes))),
                                  b_present.eq(Mux(is_update, u_present, Mux(is_pcm, p_present, present)))]
         low = (ALIGN - 1).bit_length()
@@ -472,7 +477,7 @@ class CommandEngine(wiring.Component):
                     m.next = "WRITE_BACK"
             with m.State("CHECK"):
                 m.d.sync += [misaligned.eq(misaligned | b_misaligned), outside.eq(outside | b_outside),
-                             index.eq(index + 1)]
+                             index.eq(index + 1), buffer_beats.eq(buffer_beats.rotate_right(BEAT))]
                 with m.If(index == len(buffers) - 1):
                     m.next = "DECIDE"
             with m.State("DECIDE"):

@@ -25,8 +25,8 @@ from cocotb.triggers import ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiResp
 
 from fp8train.hw.engine import exec_layout
-from fp8train.protocol import (DESCRIPTOR_BYTES, DEVICE_ID, STATUS_DONE, VERSION, Ctrl, Descriptor,
-                               ErrorCode, Flag, Irq, Opcode, Reg, Status)
+from fp8train.protocol import (DESCRIPTOR_BYTES, DEVICE_ID, REG_WRITE_MASKS, STATUS_DONE, VERSION, Ctrl,
+                               Descriptor, ErrorCode, Flag, Irq, Opcode, Reg, Status)
 from fp8train.sim.benches.dma_bench import FAULT_BASE, FaultyAxiRam
 from fp8train.sim.benches.streams import StreamPort, bench_params, collect, drive, reset, start_clock
 from fp8train.sim.golden.device import DeviceConfig, GoldenDevice, check
@@ -360,10 +360,12 @@ async def test_registers(dut):
     await tb.start()
     await tb.check_registers("after reset")
     assert await tb.read(Reg.ID) == DEVICE_ID and await tb.read(Reg.VERSION) == VERSION
-    for reg in (Reg.RING_BASE, Reg.WINDOW_BASE, Reg.WINDOW_LIMIT, Reg.IRQ_MASK, Reg.ERROR):
+    for reg in (Reg.RING_BASE, Reg.WINDOW_BASE, Reg.WINDOW_LIMIT, Reg.IRQ_MASK, Reg.ERROR, Reg.RING_SIZE):
         value = tb.rng.getrandbits(32)
         await tb.write(reg, value)
-        assert await tb.read(reg) == value, f"{reg.name} readback"
+        kept = value & REG_WRITE_MASKS.get(reg, 0xFFFF_FFFF)       # the bits the register holds
+        assert await tb.read(reg) == kept, f"{reg.name} readback"
+    await tb.write(Reg.RING_SIZE, 1)
     await tb.write(Reg.IRQ_MASK, 0, mirror=True)
     await tb.write(Reg.ERROR, 0)
     await tb.write(Reg.RING_HEAD, 0x12345)                         # 16 bits kept

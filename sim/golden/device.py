@@ -13,9 +13,9 @@ import numpy as np
 
 from ...formats import E4M3, E5M2, FP16_169, FloatFormat
 from ...protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, GEMM_FLAGS, MAX_DIM,
-                         MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, STATUS_DONE, UPDATE_FLAGS, VERSION,
-                         Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg, Status, opcode_mask,
-                         pack_pcm_config)
+                         MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, REG_WRITE_MASKS, STATUS_DONE,
+                         UPDATE_FLAGS, VERSION, Ctrl, Descriptor, ErrorCode, Flag, Irq, Opcode, OutFormat, Reg,
+                         Status, opcode_mask, pack_pcm_config)
 from .arith import matmul
 from .lfsr import LfsrBank
 from .pcm import PcmConfig, PcmTile
@@ -353,10 +353,8 @@ class GoldenDevice:
             self.regs[addr] &= ~value
         elif addr == Reg.PERF_CLEAR:
             self.done = 0
-        elif addr == Reg.CTRL:
-            self.regs[addr] = value & Ctrl.ENABLE
         elif addr in self.regs and addr != Reg.RING_TAIL:
-            self.regs[addr] = value & (0xFFFF if addr == Reg.RING_HEAD else 0xFFFF_FFFF)
+            self.regs[addr] = value & REG_WRITE_MASKS.get(addr, 0xFFFF_FFFF)
         else:
             raise ValueError(f"no writable register at {addr:#x}")
         self._run()
