@@ -17,6 +17,7 @@ from amaranth.utils import exact_log2
 
 from fp8train.frames import (CRC_INIT, CSR_SPACE, IRQ_LEVEL, MAX_WORDS, SYNC_REPLY, SYNC_REQUEST, Op, Status,
                              info_word)
+from fp8train.hw.compare import at_most
 
 from .system import HostBridgeSignature
 from .uart import UartRx, UartTx, crc16_step
@@ -25,18 +26,6 @@ __all__ = ["FrameParser", "ReplyFramer", "UartHostBridge", "request_layout", "re
 
 request_layout = data.StructLayout({"op": 8, "seq": 8, "count": 8, "addr": 32, "error": 8})
 reply_layout = data.StructLayout({"status": 8, "seq": 8, "count": 8})
-
-
-def _at_most(value, limit):
-    """``value <= limit`` for a constant ``limit`` as plain logic: Yosys maps a comparison with a
-    constant to a carry chain, which costs an iCE40 logic cell per bit."""
-    if limit < 0:
-        return Const(0)
-    if limit >= (1 << len(value)) - 1:
-        return Const(1)
-    top = len(value) - 1
-    rest = _at_most(value[:top], limit & ((1 << top) - 1))
-    return ~value[top] | rest if limit >> top & 1 else ~value[top] & rest
 
 
 def _check_max_words(max_words):
@@ -105,7 +94,7 @@ class FrameParser(wiring.Component):
         timed_out = quiet == self.timeout
 
         counts_ok = Mux(req.op == Op.STATUS, byte == 0,
-                        Mux(_at_most(req.op, Op.WRITE_CSR), byte == 1, (byte != 0) & _at_most(byte, self.max_words)))
+                        Mux(at_most(req.op, Op.WRITE_CSR), byte == 1, (byte != 0) & at_most(byte, self.max_words)))
 
         def finish(error):
             m.d.sync += [req.error.eq(error), self.o.valid.eq(1)]
@@ -125,7 +114,7 @@ class FrameParser(wiring.Component):
                     with m.Switch(index):
                         with m.Case(0):
                             m.d.sync += req.op.eq(byte)
-                            with m.If(~_at_most(byte, Op.WRITE_MEM)):
+                            with m.If(~at_most(byte, Op.WRITE_MEM)):
                                 m.d.sync += req.error.eq(Status.BAD_OP)
                                 m.next = "DISCARD"
                         with m.Case(1):
@@ -336,10 +325,10 @@ class UartHostBridge(wiring.Component):
         in_csr = incoming.addr[exact_log2(CSR_SPACE):] == 0
         # Given aligned and count >= 1: the words addr[2:] .. addr[2:] + count - 1 inside the memory.
         mem_bits = exact_log2(self.mem_size)
-        in_mem = (incoming.addr[mem_bits:] == 0) & _at_most(incoming.addr[2:mem_bits] + incoming.count,
+        in_mem = (incoming.addr[mem_bits:] == 0) & at_most(incoming.addr[2:mem_bits] + incoming.count,
                                                             self.mem_size >> 2)
         addr_ok = Mux(incoming.op == Op.STATUS, 1,
-                      aligned & Mux(_at_most(incoming.op, Op.WRITE_CSR), in_csr, in_mem))
+                      aligned & Mux(at_most(incoming.op, Op.WRITE_CSR), in_csr, in_mem))
 
         # The frame buffer: the parser writes a request's data, the executor read results; the framer
         # reads a reply's data, the executor a write's. Never both at once (the parser is held busy).

@@ -55,8 +55,9 @@ def build(board: str, *, out: Path | None = None, device: str | None = None, see
     platform = board_platform(config, device)
     start = time.monotonic()
     env = yowasp_environment()
-    # Hard multipliers on the iCE40 too (amaranth's script leaves them out; synth_ecp5 uses them anyway).
-    synth_opts = {"synth_opts": "-dsp"} if config.family == "ice40" else {}
+    # Hard multipliers on the iCE40 too (amaranth's script leaves them out; synth_ecp5 uses them anyway),
+    # and flip-flops through ABC with their logic (-dff), which the gate-level netlist also does.
+    synth_opts = {"synth_opts": "-dsp -dff"} if config.family == "ice40" else {}
     plan = platform.prepare(top, name="top", script_after_synth="tee -q -o top_stat.json stat -json",
                             nextpnr_opts=f"--timing-allow-fail --seed {seed} --report top_pnr.json", **synth_opts)
     try:

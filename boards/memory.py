@@ -52,8 +52,10 @@ class HostMemory(wiring.Component):
     One transaction at a time, so the memory needs only one port (each iCE40 SPRAM has one); the
     AXI4 port wins over the host port when both ask in the same cycle. The AXI4 port takes INCR
     bursts of 8-byte beats and streams them at one beat per cycle after one cycle of read latency;
-    beats outside the memory, or of another burst type or size, read 0 and answer ``DECERR``
-    (reads per beat, writes once in ``bresp``) and write nothing.
+    beats outside the memory, or of another burst type or size, answer ``DECERR`` (reads per beat,
+    writes once in ``bresp``) and write nothing. A refused read beat carries whatever RAM word its
+    address wraps to: AXI leaves an error response's data to the slave, the DMA drops it, and
+    zeroing it would cost a LUT per data bit.
 
     Parameters
     ----------
@@ -153,7 +155,7 @@ class HostMemory(wiring.Component):
             with m.State("DEV_DATA"):                 # a beat on R; the next one's address to the RAM
                 last = remaining == 0
                 m.d.comb += [dev.rvalid.eq(1), dev.rid.eq(ident), dev.rlast.eq(last),
-                             dev.rdata.eq(Mux(refused, 0, read_data)),
+                             dev.rdata.eq(read_data),
                              dev.rresp.eq(Mux(refused, AxiResp.DECERR, AxiResp.OKAY))]
                 with m.If(dev.rready):
                     with m.If(last):

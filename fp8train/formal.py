@@ -384,7 +384,9 @@ class DmaProperties(Elaboratable):
     - W beats only for an issued AW (never before its ``awvalid``), ``wlast`` exactly on beat
       ``awlen + 1`` of each burst (so the number of beats is ``awlen + 1``);
     - at most ``max_reads_outstanding`` ARs without their last R beat and ``max_writes_outstanding``
-      AWs without their B; ``rready`` and ``bready`` always 1 (every response is consumed);
+      AWs without their B; ``bready`` always 1, and ``rready`` too (every response is consumed) or,
+      for a DMA without an R register (``r_always_ready`` False), low only while ``rd_data`` offers
+      that R's word, which it does only for an OKAY or EXOKAY R;
     - ``busy`` low only when nothing is pending on the bus (no valid up, every burst answered);
     - bounded liveness: while a burst has W beats to send, ``wvalid`` is never low for ``bound``
       cycles in a row (write data comes within ``fair`` cycles).
@@ -499,8 +501,16 @@ class DmaProperties(Elaboratable):
             Assert((aw_ahead >= 0) | ((aw_ahead == -1) & bus.awvalid), "W beats ahead of their AW"),
             Assert(reads_open <= reads_max, "more reads outstanding than max_reads_outstanding"),
             Assert(writes_open <= writes_max, "more writes outstanding than max_writes_outstanding"),
-            Assert(bus.rready & bus.bready, "R and B always accepted"),
+            Assert(bus.bready, "B always accepted"),
         ]
+        if dut.r_always_ready:
+            m.d.comb += Assert(bus.rready, "R always accepted")
+        else:
+            # R goes straight to rd_data: it waits only while rd_data offers its word.
+            m.d.comb += Assert(~bus.rvalid | bus.rready | dut.rd_data.valid, "R held back without rd_data")
+            with m.If(dut.rd_data.valid):
+                m.d.comb += Assert(bus.rvalid & (dut.rd_data.p.data == bus.rdata) & ~bus.rresp[1],
+                                   "rd_data offers a successful (OKAY/EXOKAY) R's word")
         with m.If(~dut.busy):
             m.d.comb += Assert(~bus.arvalid & ~bus.awvalid & ~bus.wvalid & (reads_open == 0) &
                                (writes_open == 0) & (aw_ahead == 0), "idle with bus work pending")

@@ -16,8 +16,8 @@ import enum
 import struct
 from dataclasses import dataclass, fields
 
-__all__ = ["DEVICE_ID", "VERSION", "Reg", "Ctrl", "Status", "Irq", "Opcode", "Flag", "OutFormat",
-           "ErrorCode", "REG_WRITE_MASKS", "Descriptor", "DESCRIPTOR_BYTES", "STATUS_DONE", "ALIGN", "MAX_DIM", "GEMM_FLAGS",
+__all__ = ["DEVICE_ID", "VERSION", "Reg", "Ctrl", "Status", "Irq", "REG_WRITE_MASKS", "Opcode", "Flag",
+           "OutFormat", "ErrorCode", "Descriptor", "DESCRIPTOR_BYTES", "STATUS_DONE", "ALIGN", "MAX_DIM", "GEMM_FLAGS",
            "UPDATE_FLAGS", "FLAGS_DEFINED", "MAX_UPDATE_COUNT", "PCM_OPCODES", "PCM_CONFIG_FIELDS",
            "pack_pcm_config", "unpack_pcm_config", "opcode_mask", "unpack_opcodes"]
 

@@ -52,8 +52,10 @@ class Accelerator(wiring.Component):
     compact : bool
         The least logic, at any speed, for the smallest FPGAs (the iCE40 UP5K): one adder computing the
         GEMM output by output (:class:`~fp8train.hw.serial_gemm.SerialGemm`) instead of the systolic array
-        and its tile controller, and the engine's single-transaction DMA
-        (``CommandEngine(serial_dma=True)``); needs ``rows = cols = 1``. ``k_block``, ``a_slots`` and
+        and its tile controller, with its pointers in the engine's descriptor buffer
+        (``CommandEngine(pointer_ring=True)``), the engine's single-transaction DMA
+        (``serial_dma=True``) and 48-bit performance counters (``counter_width=48``, wrapping after
+        1.5 years at 6 MHz); needs ``rows = cols = 1``. ``k_block``, ``a_slots`` and
         ``serial_keys`` are then unused (its one key hasher is serial).
 
     Members
@@ -85,7 +87,8 @@ class Accelerator(wiring.Component):
             check_pcm_tile(pcm)
         self.pcm = pcm
         self.engine = CommandEngine(rows=rows, cols=cols, rbits=rbits, max_chunk=max_chunk, pcm=pcm,
-                                    update=update_lanes != 0, serial_dma=compact)
+                                    update=update_lanes != 0, serial_dma=compact, pointer_ring=compact,
+                                    counter_width=48 if compact else 64)
         widths = dict(addr_width=self.engine.addr_width, length_width=self.engine.dma.length_width)
         if compact:
             self.controller = SerialGemm(rbits=rbits, max_chunk=max_chunk, **widths)
@@ -112,6 +115,8 @@ class Accelerator(wiring.Component):
         # Engine <-> executors, each owning a set of opcodes: the one named by the last exec_cmd owns the
         # DMA ports and answers exec_done; abort goes to all (an idle executor ignores it).
         m.d.comb += engine.mac_active.eq(ctl.mac_active)
+        if self.compact:
+            m.d.comb += [engine.exec_ring_turn.eq(ctl.ring_turn), engine.exec_ring_tail.eq(ctl.ring_tail)]
         executors = [(ctl, {Opcode.GEMM})]
         if self.update_lanes:
             m.submodules.update = update = UpdateExecutor(rbits=self.rbits, addr_width=self.engine.addr_width,

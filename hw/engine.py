@@ -18,6 +18,7 @@ from fp8train.hw.bus.axi import AxiLiteSignature, AxiSignature
 from fp8train.hw.bus.csr import AxiLiteCsr
 from fp8train.hw.bus.dma import Dma, command_layout
 from fp8train.hw.bus.serial_dma import SerialDma
+from fp8train.hw.compare import at_most
 from fp8train.protocol import (ALIGN, DESCRIPTOR_BYTES, DEVICE_ID, FLAG_OUT_SHIFT, FLAGS_DEFINED, GEMM_FLAGS,
                                MAX_DIM, MAX_UPDATE_COUNT, PCM_CONFIG_FIELDS, PCM_OPCODES, REG_WRITE_MASKS,
                                STATUS_DONE, UPDATE_FLAGS, VERSION, Ctrl, ErrorCode, Flag, Irq, Opcode, OutFormat,
@@ -38,7 +39,6 @@ RING_COUNT_WIDTH = REG_WRITE_MASKS[Reg.RING_HEAD].bit_length()     # RING_HEAD /
 RING_SIZE_WIDTH = REG_WRITE_MASKS[Reg.RING_SIZE].bit_length()
 CODE_WIDTH = REG_WRITE_MASKS[Reg.ERROR].bit_length()
 OPCODE_WIDTH = 8                             # descriptor word 0, bits 0..7
-COUNTER_WIDTH = 64
 IRQ_WIDTH = REG_WRITE_MASKS[Reg.IRQ_MASK].bit_length()
 DMA_ERROR_WIDTH = 4
 ADDR_A_WORD = 6                              # descriptor words 6 to 13: addr_a, stride_a, ... stride_d
@@ -107,6 +107,14 @@ class CommandEngine(wiring.Component):
         A :class:`~fp8train.hw.bus.serial_dma.SerialDma` (one single-beat transaction at a time, tens
         of cycles a word, a third of the ``Dma``'s logic) instead of the pipelined ``Dma``: the iCE40
         UP5K's engine; ``max_burst`` is then unused.
+    counter_width : int
+        Bits of ``PERF_BUSY``, ``PERF_MAC`` and ``PERF_DMA_STALL`` (33 to 64): the 64-bit registers
+        read 0 above them. 48 bits wrap only after 2**48 cycles (1.5 years at 6 MHz) and save the
+        iCE40 UP5K some 80 logic cells.
+    pointer_ring : bool
+        Lend the descriptor buffer's four (address, stride) beats to the executor as a ring of
+        pointers it turns (``exec_ring_turn``), so that a serial executor keeps no pointer
+        registers of its own (:class:`~fp8train.hw.serial_gemm.SerialGemm`; the iCE40 UP5K's).
 
     Members
     -------
@@ -122,8 +130,8 @@ class CommandEngine(wiring.Component):
         A checked GEMM, UPDATE or PCM command. Offered in the cycle after the check; ``valid`` stays up
         until ``ready`` unless ``abort`` pulses (then the offer is withdrawn: the command completes
         ABORTED). The payload stays unchanged from the handshake until ``exec_done`` is taken (the
-        descriptor buffer is written only by the next fetch), so an executor may read its fields
-        there instead of keeping a copy.
+        descriptor buffer is written only by the next fetch, and by ``exec_ring_turn``), so an
+        executor may read its fields there instead of keeping a copy.
     exec_done : In(stream.Signature(done_layout()))
         The executor's completion code (``OK``, ``READ_ERROR``, ``WRITE_ERROR``, ...), one per
         accepted ``exec_cmd``; ``ready`` is high from the ``exec_cmd`` handshake until it is taken,
@@ -138,6 +146,11 @@ class CommandEngine(wiring.Component):
         the executor's streams see ``ready``/``valid`` 0 and the pulses 0). While the executor owns
         them the DMA window is ``WINDOW_BASE``/``WINDOW_LIMIT``. The engine clears the DMA error
         before and after each executor command: the executor reports a DMA error through its code.
+    exec_ring_turn : In(1), exec_ring_tail : In(addr_width)
+        With ``pointer_ring``, while the executor owns the DMA: each cycle ``exec_ring_turn`` is high
+        the (address, stride) beats of A, B, C and D turn one place (``exec_cmd.p.addr_b`` into
+        ``addr_a``, ...) and the first's stride goes round to the last with ``exec_ring_tail`` as its
+        address. ``exec_cmd.p``'s other fields stay unchanged.
     mac_active : In(range(rows * cols + 1))
         MACs busy this cycle; summed into ``PERF_MAC``.
     abort : Out(1)
@@ -166,12 +179,15 @@ class CommandEngine(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, rbits: int, max_chunk: int, ring_log2_max: int = 12,
-                 max_burst: int = 16, pcm=None, update: bool = True, serial_dma: bool = False):
+                 max_burst: int = 16, pcm=None, update: bool = True, serial_dma: bool = False,
+                 counter_width: int = 64, pointer_ring: bool = False):
         _check_int("rows", rows, 1, 255)
         _check_int("cols", cols, 1, 255)
         _check_int("rbits", rbits, 1, 255)
         _check_int("max_chunk", max_chunk, 1, (1 << CHUNK_WIDTH) - 1)
         _check_int("ring_log2_max", ring_log2_max, 0, 12)
+        _check_int("counter_width", counter_width, WORD + 1, 2 * WORD)
+        self.counter_width = counter_width
         self.rows, self.cols, self.rbits = rows, cols, rbits
         self.max_chunk, self.ring_log2_max = max_chunk, ring_log2_max
         if pcm is not None:
@@ -183,6 +199,9 @@ class CommandEngine(wiring.Component):
         if not isinstance(serial_dma, bool):
             raise TypeError(f"serial_dma must be True or False, not {serial_dma!r}")
         self.serial_dma = serial_dma
+        if not isinstance(pointer_ring, bool):
+            raise TypeError(f"pointer_ring must be True or False, not {pointer_ring!r}")
+        self.pointer_ring = pointer_ring
         self.csr = AxiLiteCsr(addr_width=12, data_width=WORD)
         if serial_dma:
             self.dma = SerialDma(data_width=BEAT)
@@ -190,6 +209,7 @@ class CommandEngine(wiring.Component):
             self.dma = Dma(max_burst=max_burst, max_reads_outstanding=16, max_writes_outstanding=8,
                            data_width=BEAT)
         self.addr_width = self.dma.addr_width
+        assert self.addr_width == WORD, "a descriptor's address is a word"
         command = stream.Signature(command_layout(self.addr_width, self.dma.length_width))
         super().__init__({
             "s_axil": In(AxiLiteSignature(addr_width=12, data_width=WORD)),
@@ -207,6 +227,7 @@ class CommandEngine(wiring.Component):
             "exec_dma_error": Out(DMA_ERROR_WIDTH),
             "mac_active": In(range(rows * cols + 1)),
             "abort": Out(1),
+            **({"exec_ring_turn": In(1), "exec_ring_tail": In(self.addr_width)} if pointer_ring else {}),
         })
 
     @property
@@ -244,12 +265,16 @@ class CommandEngine(wiring.Component):
                   Reg.PERF_DONE: r["done"], Reg.PERF_CLEAR: 0}
         counters = {Reg.PERF_BUSY: r["perf_busy"], Reg.PERF_MAC: r["perf_mac"],
                     Reg.PERF_DMA_STALL: r["perf_stall"]}
-        high_latch = Signal(WORD)
-        # A continuous OR of decodes, not a Switch (Icarus, see `elaborate`).
+        high_latch = Signal(self.counter_width - WORD)
+        # The read is a continuous OR of decodes (not a Switch: Icarus, see `elaborate`) that the
+        # CSR samples in the cycle after ``r_stb``; a counter's high word is latched in that cycle
+        # too, so that the two words are of one count.
+        sampled = Signal()
+        m.d.sync += sampled.eq(csr.r_stb)
         decode = [(addr, value) for addr, value in values.items()]
         for addr, counter in counters.items():
             decode += [(addr, counter[:WORD]), (addr + 4, high_latch)]
-            with m.If(csr.r_stb & (csr.addr == addr)):
+            with m.If(sampled & (csr.addr == addr)):
                 m.d.sync += high_latch.eq(counter[WORD:])
         hits = [csr.addr == addr for addr, _ in decode]
         value_or = 0
@@ -259,9 +284,7 @@ class CommandEngine(wiring.Component):
         for hit in hits:
             mapped_or = mapped_or | hit
         m.d.comb += [read_value.eq(value_or), mapped.eq(mapped_or)]
-        with m.If(csr.r_stb):
-            m.d.sync += [csr.r_data.eq(Mux(mapped, read_value, 0)), csr.r_err.eq(~mapped)]
-        m.d.comb += csr.w_err.eq(~mapped)
+        m.d.comb += [csr.r_data.eq(read_value), csr.r_err.eq(~mapped), csr.w_err.eq(~mapped)]
 
         # Writes (the engine's own updates come after these in `elaborate`, and win).
         write = {addr: Signal(name=f"write_{addr.name.lower()}") for addr in writable}
@@ -282,14 +305,20 @@ class CommandEngine(wiring.Component):
         assert Ctrl.ABORT == 1 << 1 and Ctrl.ENABLE == 1 << 0
 
     # -- descriptor checks -----------------------------------------------------------------------
-    def _fields(self, w, tail_clear):
-        """Named fields of the descriptor words ``w`` (``protocol.Descriptor.pack``; words 14 and 15,
-        reserved, are not kept: ``tail_clear`` says whether they were 0)."""
-        f = {"opcode": w[0][:8], "flags": w[0][8:], "m": w[2][:16], "n": w[2][16:], "k": w[3],
-             "chunk": w[4][:16], "scale": w[4][16:24], "seed": w[5]}
+    def _kept_k(self):
+        """The bits of ``k`` kept: an UPDATE's or a PCM command's count, else a GEMM dimension."""
+        return COUNT_WIDTH if self.update or self.pcm is not None else DIM_WIDTH
+
+    def _fields(self, w, k_high_clear, reserved_clear):
+        """Named fields of the descriptor words ``w`` (``protocol.Descriptor.pack``). Bits that only
+        have to be 0 are not kept (words 14 and 15, the flags above ``FLAGS_DEFINED``, word 4's top
+        byte): ``reserved_clear`` says whether they were; nor are ``k``'s above ``_kept_k()`` bits,
+        whose being 0 ``k_high_clear`` says (``k``'s top bit here)."""
+        f = {"opcode": w[0][:8], "flags": w[0][8:8 + FLAGS_WIDTH], "m": w[2][:16], "n": w[2][16:],
+             "k": Cat(w[3][:self._kept_k()], ~k_high_clear), "chunk": w[4][:16], "scale": w[4][16:24],
+             "seed": w[5], "reserved_clear": reserved_clear}
         for index, buf in enumerate("abcd"):
             f[f"addr_{buf}"], f[f"stride_{buf}"] = w[ADDR_A_WORD + 2 * index], w[ADDR_A_WORD + 1 + 2 * index]
-        f["reserved_clear"] = (w[4][24:] == 0) & tail_clear
         return f
 
     def _pcm_checks(self, f):
@@ -302,8 +331,8 @@ class CommandEngine(wiring.Component):
         program, mvm = f["opcode"] == Opcode.PCM_PROGRAM, f["opcode"] == Opcode.PCM_MVM
         dims_ok = Mux(program, (f["m"] == tile.rows) & (f["n"] == tile.cols),
                       Mux(mvm, (f["m"] != 0) & (f["k"] == tile.rows) & (f["n"] == tile.cols) &
-                          (f["chunk"] <= tile.acc_bits),
-                          f["k"] < tile.time_steps))
+                          at_most(f["chunk"], tile.acc_bits),
+                          at_most(f["k"], tile.time_steps - 1)))
         unused_b_c = (f["addr_b"] != 0) | (f["stride_b"] != 0) | (f["addr_c"] != 0) | (f["stride_c"] != 0)
         unused_d = (f["addr_d"] != 0) | (f["stride_d"] != 0)
         reserved = (f["scale"] != 0) | unused_b_c | Mux(
@@ -329,8 +358,8 @@ class CommandEngine(wiring.Component):
              "ring_size": Signal(RING_SIZE_WIDTH, init=1),
              "head": Signal(RING_COUNT_WIDTH), "tail": Signal(RING_COUNT_WIDTH),
              "window_base": Signal(WORD), "window_limit": Signal(WORD), "done": Signal(WORD),
-             "perf_busy": Signal(COUNTER_WIDTH), "perf_mac": Signal(COUNTER_WIDTH),
-             "perf_stall": Signal(COUNTER_WIDTH), "busy": Signal(),
+             "perf_busy": Signal(self.counter_width), "perf_mac": Signal(self.counter_width),
+             "perf_stall": Signal(self.counter_width), "busy": Signal(),
              "w1c": Signal(WORD), "abort_write": Signal(), "perf_clear": Signal()}
         self._registers(m, r)
         busy = r["busy"]
@@ -344,14 +373,18 @@ class CommandEngine(wiring.Component):
                          r["perf_mac"].eq(r["perf_mac"] + self.mac_active),
                          r["perf_stall"].eq(r["perf_stall"] + dma.stall)]
 
-        # Descriptor buffer: the first 7 of its 8 beats of 64 bits; the last beat is reserved, so only
-        # whether it is 0 is kept (64 flip-flops fewer, which the iCE40 UP5K feels).
+        # Descriptor buffer: the first 7 of its 8 beats of 64 bits; of reserved bits (the last beat
+        # among them) only whether they are 0 is kept (flip-flops the iCE40 UP5K feels).
         beats = DESCRIPTOR_BYTES // ALIGN
         desc = Signal((beats - 1) * BEAT)
         words = [desc.word_select(i, WORD) for i in range(DESCRIPTOR_WORDS - BEAT // WORD)]
-        tail_clear = Signal()
+        # Whether the bits not kept were 0, per beat: (beat, first bit, flag), from the fetch.
+        tail_clear, flags_high_clear, k_high_clear, scale_high_clear = (
+            Signal(name=name) for name in ("tail_clear", "flags_high_clear", "k_high_clear", "scale_high_clear"))
+        clear_checks = [(0, 8 + FLAGS_WIDTH, WORD, flags_high_clear), (1, WORD + self._kept_k(), BEAT, k_high_clear),
+                        (2, 24, WORD, scale_high_clear), (beats - 1, 0, BEAT, tail_clear)]
         buffer_beats = desc[ADDR_A_WORD * WORD:(ADDR_A_WORD + 8) * WORD]     # (addr, stride) of A, B, C, D
-        f = self._fields(words, tail_clear)
+        f = self._fields(words, k_high_clear, tail_clear & flags_high_clear & scale_high_clear)
         beat = Signal(range(beats))
         slot = Signal(self.addr_width)
         code = Signal(CODE_WIDTH)
@@ -364,13 +397,13 @@ class CommandEngine(wiring.Component):
         # Early checks (combinational on the buffered descriptor).
         flags = f["flags"]
         out_format = flags[FLAG_OUT_SHIFT:FLAG_OUT_SHIFT + 2]
-        k_ok = (f["k"] != 0) & (f["k"] <= MAX_DIM)
+        k_ok = (f["k"] != 0) & at_most(f["k"], MAX_DIM)
         is_fence, is_gemm = f["opcode"] == Opcode.FENCE, f["opcode"] == Opcode.GEMM
         is_update = (f["opcode"] == Opcode.UPDATE) if self.update else Const(0)
         pcm_dims_ok, pcm_reserved, pcm_buffers = self._pcm_checks(f)
         is_pcm = Const(0) if self.pcm is None else (f["opcode"] == Opcode.PCM_PROGRAM) | (
             f["opcode"] == Opcode.PCM_MVM) | (f["opcode"] == Opcode.PCM_TIME)
-        dims_ok = Mux(is_update, (f["k"] != 0) & (f["k"] <= MAX_UPDATE_COUNT) & (f["m"] == 0) & (f["n"] == 0),
+        dims_ok = Mux(is_update, (f["k"] != 0) & at_most(f["k"], MAX_UPDATE_COUNT) & (f["m"] == 0) & (f["n"] == 0),
                       Mux(is_pcm, pcm_dims_ok, (f["m"] != 0) & (f["n"] != 0) & k_ok))
         # An UPDATE keeps its factors in the low halves of stride_a..c (sim/golden/device.py).
         update_reserved = ((f["stride_a"][16:] != 0) | (f["stride_b"][16:] != 0) | (f["stride_c"][16:] != 0) |
@@ -405,11 +438,14 @@ class CommandEngine(wiring.Component):
                                  b_bytes.eq(Mux(is_update, u_bytes, Mux(is_pcm, p_bytes, nbytes))),
                                  b_present.eq(Mux(is_update, u_present, Mux(is_pcm, p_present, present)))]
         low = (ALIGN - 1).bit_length()
-        span = Signal(WORD + COUNT_WIDTH + 1)
-        m.d.comb += span.eq((b_rows - 1) * b_stride + (((b_bytes + ALIGN - 1) >> low) << low))
+        # The end of the buffer, addr + (rows - 1) * stride + bytes rounded up to words, in 34 bits: a
+        # product of 2**32 or more is past any window anyway.
+        product, span_end = Signal(WORD + DIM_WIDTH + 1), Signal(WORD + 2)
+        m.d.comb += [product.eq((b_rows - 1) * b_stride),
+                     span_end.eq(b_addr + product[:WORD] + (((b_bytes + ALIGN - 1) >> low) << low))]
         b_misaligned = b_present & ((b_addr[:low] != 0) |
                                     (~is_update & ((b_stride[:low] != 0) | (b_stride < b_bytes))))
-        b_outside = b_present & ((b_addr < r["window_base"]) | (b_addr + span > r["window_limit"]))
+        b_outside = b_present & ((b_addr < r["window_base"]) | (product[WORD:] != 0) | (span_end > r["window_limit"]))
         misaligned, outside = Signal(), Signal()
 
         decided = Signal(CODE_WIDTH)
@@ -424,7 +460,7 @@ class CommandEngine(wiring.Component):
             m.d.comb += decided.eq(ErrorCode.BAD_FORMAT)
         with m.Elif(~dims_ok):
             m.d.comb += decided.eq(ErrorCode.BAD_DIMENSION)
-        with m.Elif(is_gemm & (f["chunk"] > self.max_chunk)):
+        with m.Elif(is_gemm & ~at_most(f["chunk"], self.max_chunk)):
             m.d.comb += decided.eq(ErrorCode.BAD_CHUNK)
         with m.Elif(misaligned):
             m.d.comb += decided.eq(ErrorCode.MISALIGNED)
@@ -436,7 +472,7 @@ class CommandEngine(wiring.Component):
 
         # Ring state.
         size = r["ring_size"]
-        size_ok = (size != 0) & ((size & (size - 1)) == 0) & (size <= (1 << self.ring_log2_max))
+        size_ok = (size != 0) & ((size & (size - 1)) == 0) & at_most(size, 1 << self.ring_log2_max)
         start = r["enable"] & (r["head"] != r["tail"]) & size_ok
         slot_index = r["tail"] & (size - 1)[:RING_COUNT_WIDTH]
         slot_shift = (DESCRIPTOR_BYTES - 1).bit_length()
@@ -465,10 +501,11 @@ class CommandEngine(wiring.Component):
                     m.d.sync += issued.eq(1)
                 with m.If(dma.rd_data.valid):
                     m.d.sync += beat.eq(beat + 1)
-                    with m.If(beat == beats - 1):
-                        m.d.sync += tail_clear.eq(dma.rd_data.p.data == 0)
-                    with m.Else():
+                    with m.If(beat != beats - 1):
                         m.d.sync += desc.word_select(beat, BEAT).eq(dma.rd_data.p.data)
+                    for at_beat, first, stop, clear in clear_checks:
+                        with m.If(beat == at_beat):
+                            m.d.sync += clear.eq(dma.rd_data.p.data[first:stop] == 0)
                     with m.If(dma.rd_data.p.last):
                         m.d.sync += [index.eq(0), misaligned.eq(0), outside.eq(0)]
                         m.next = "CHECK"
@@ -500,6 +537,10 @@ class CommandEngine(wiring.Component):
                 with m.Elif(self.exec_done.valid):
                     m.d.sync += code.eq(self.exec_done.p.code)
                     m.next = "DRAIN"
+                if self.pointer_ring:
+                    head_stride = buffer_beats[WORD:BEAT]
+                    with m.If(self.exec_ring_turn):
+                        m.d.sync += buffer_beats.eq(Cat(buffer_beats[BEAT:], self.exec_ring_tail, head_stride))
             with m.State("DRAIN"):
                 # Wait for the DMA to finish (or drop) the executor's work, then clear its error.
                 with m.If(~dma.busy):

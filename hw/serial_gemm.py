@@ -33,28 +33,26 @@ _BUFFERS = "abcd"                               # the pointer ring's order: A, B
 class _Step(enum.Enum):
     """What a turn of the pointer ring adds to each buffer's pointer (see :class:`SerialGemm`)."""
     NONE = 0
-    BASE = 1        # addr_x (onto pointers cleared in idle)
-    K = 2           # A(i, k) -> A(i, k + 1), B(k, j) -> B(k + 1, j)
-    COLUMN = 3      # B(k, j) -> B(k, j + 1), C and D (i, j) -> (i, j + 1)
-    ROW = 4         # A(i, k) -> A(i + 1, k), C and D (i, j) -> (i + 1, j)
+    K = 1           # A(i, k) -> A(i, k + 1), B(k, j) -> B(k + 1, j)
+    COLUMN = 2      # B(k, j) -> B(k, j + 1), C and D (i, j) -> (i, j + 1)
+    ROW = 3         # A(i, k) -> A(i + 1, k), C and D (i, j) -> (i + 1, j)
 
 
 class _State(enum.Enum):
     """The steps of a command (see :class:`SerialGemm`)."""
-    IDLE = 0            # the ring and the counters cleared
-    BASE = 1            # a turn: the pointers from the descriptor's addresses
-    ROW_KEY = 2         # row i's key hashed, ``seed ^ row_key`` kept
-    COLUMN_KEY = 3      # column j's key hashed (left on the hasher's output until D is written): the lane seeded
-    READ = 4            # a turn: the words of A(i, k) and B(k, j) asked for; A and B step to k + 1
-    A_WORD = 5          # A(i, k)'s code into ``a_code``
-    B_WORD = 6          # B(k, j)'s word in: the beat (the product registered)
-    REWIND_K = 7        # K turns: A and B back to k = 0; the last asks for C(i, j)'s word
-    OUTPUT = 8          # C(i, j) into ``held`` (HAS_C)
-    WRITE = 9           # a turn: D(i, j)'s write command; on to the next column (after the last, row)
-    DATA = 10           # D's word offered
-    WRITTEN = 11        # D's write response in
-    REWIND_ROW = 12     # N - 1 turns: B, C and D back to column 0
-    DONE = 13           # ``done`` offered
+    IDLE = 0            # the counters cleared
+    ROW_KEY = 1         # row i's key hashed, ``seed ^ row_key`` kept
+    COLUMN_KEY = 2      # column j's key hashed (left on the hasher's output until D is written): the lane seeded
+    READ = 3            # a turn: A(i, k)'s word asked for and its code into ``a_code`` (the ring
+                        # held at the B place meanwhile), then B(k, j)'s asked for; A and B step to k + 1
+    B_WORD = 4          # B(k, j)'s word in: the beat (the product registered)
+    REWIND_K = 5        # K turns: A and B back to k = 0; the last asks for C(i, j)'s word
+    OUTPUT = 6          # C(i, j) into ``held`` (HAS_C)
+    WRITE = 7           # a turn: D(i, j)'s write command; on to the next column (after the last, row)
+    DATA = 8            # D's word offered
+    WRITTEN = 9         # D's write response in
+    REWIND_ROW = 10     # N - 1 turns: B, C and D back to column 0
+    DONE = 11           # ``done`` offered
 
 
 def _flag(flags, flag: Flag):
@@ -94,24 +92,25 @@ class SerialGemm(wiring.Component):
     the first draw of the same lane, restarted from the output conversion's seed once the additions
     are over. The steps between beats outlast the additions, so the FSM never waits for the adder.
 
-    Steps (``_State``): IDLE; BASE; per row ROW_KEY; per output COLUMN_KEY, then per k READ, A_WORD,
-    B_WORD; then REWIND_K, OUTPUT, WRITE, DATA, WRITTEN; after a row REWIND_ROW; at the end DONE.
+    Steps (``_State``): IDLE; per row ROW_KEY; per output COLUMN_KEY, then per k READ, B_WORD; then REWIND_K, OUTPUT, WRITE, DATA, WRITTEN; after a row REWIND_ROW; at the end DONE.
     ``abort`` returns to IDLE from any step; a DMA error goes to DONE.
 
     The command's fields are read from ``cmd.p`` while it runs, never copied: the engine holds
-    ``exec_cmd.p`` from the handshake until ``exec_done`` is taken. The engine has also checked the
-    descriptor, which this unit relies on: addresses and strides are multiples of 8 (the byte of an
-    element in its word follows from the indices), ``m``, ``n``, ``k`` fit ``MAX_DIM`` and ``chunk``
-    is at most ``max_chunk``.
+    ``exec_cmd.p`` from the handshake until ``exec_done`` is taken, but for the ring's turns. The engine
+    has also checked the descriptor, which this unit relies on: addresses and strides are multiples of 8
+    (the byte of an element in its word follows from the indices), ``m``, ``n``, ``k`` fit ``MAX_DIM``
+    and ``chunk`` is at most ``max_chunk``.
 
-    Addresses: four byte pointers, A(i, k), B(k, j), C(i, j) and D(i, j), in a ring of registers
-    that turns one place per cycle through one adder: the head (the DMA's address) plus a step goes
-    to the tail. A turn of four cycles applies one step to each pointer (:class:`_Step`: the
-    buffer's stride, its element size or nothing); a pointer is reached by turning, so no register is
-    selected by a multiplexer. Going back is subtracting the same steps: after an output's K MACs, K
-    turns take A and B back to k = 0; the write of a row's last output steps A, C and D to the next
-    row, and N - 1 turns take B, C and D back to column 0. Beside the ring only the counters ``i``,
-    ``j``, ``k`` and the chunk counter are kept.
+    Addresses: four byte pointers, A(i, k), B(k, j), C(i, j) and D(i, j), in a ring that turns one place
+    per cycle through one adder: the head (the DMA's address) plus a step goes to the tail. The ring is
+    the engine's descriptor buffer (``CommandEngine(pointer_ring=True)``): its four (address, stride)
+    beats, which start as the descriptor's A, B, C and D and turn with their strides, so the head's
+    stride is always at hand and the pointers cost no register here. A turn of four cycles applies one
+    step to each pointer (:class:`_Step`: the buffer's stride, its element size or nothing); a pointer
+    is reached by turning, so no register is selected by a multiplexer. Going back is subtracting the
+    same steps: after an output's K MACs, K turns take A and B back to k = 0; the write of a row's last
+    output steps A, C and D to the next row, and N - 1 turns take B, C and D back to column 0. Beside
+    the ring only the counters ``i``, ``j``, ``k`` and the chunk counter are kept.
 
     The column key stays on the hasher's output from COLUMN_KEY until D's write response (the next
     output hashes its own only then anyway), so only ``seed ^ row_key`` is kept beside it.
@@ -145,6 +144,9 @@ class SerialGemm(wiring.Component):
         a read is complete when its word is in.
     mac_active : Out(1)
         A MAC this cycle (a beat's chunk addition: one cycle per product), for ``PERF_MAC``.
+    ring_turn : Out(1), ring_tail : Out(addr_width)
+        To ``CommandEngine.exec_ring_turn``/``exec_ring_tail``: turn the pointer ring (``cmd.p``'s
+        addr_a and stride_a are its head), ``ring_tail`` the head's next address.
     """
 
     def __init__(self, *, rbits: int = 8, max_chunk: int = 4096, addr_width: int = 32, length_width: int = 20):
@@ -154,7 +156,8 @@ class SerialGemm(wiring.Component):
         _check_int("length_width", length_width, _LOW + 1, addr_width)
         self.rbits, self.max_chunk = rbits, max_chunk
         self.addr_width, self.length_width = addr_width, length_width
-        super().__init__({**executor_members(addr_width, length_width), "mac_active": Out(1)})
+        super().__init__({**executor_members(addr_width, length_width), "mac_active": Out(1),
+                          "ring_turn": Out(1), "ring_tail": Out(addr_width)})
 
     def elaborate(self, platform):
         m = Module()
@@ -170,11 +173,10 @@ class SerialGemm(wiring.Component):
         assert DmaError.READ_SLVERR % 2 == 0 and DmaError.WRITE_SLVERR % 2 == 1
         state = Signal(_State)                              # the FSM's, set below the datapath
 
-        # -- The pointer ring: ptrs[0] is the head, ``phase`` names its buffer (0 = A ... 3 = D).
-        ptrs = [Signal(aw, name=f"ptr{n}") for n in range(len(_BUFFERS))]
-        head = ptrs[0]
+        # -- The pointer ring, in the engine: addr_a is the head, ``phase`` names its buffer (0 = A ... 3 = D).
+        head, head_stride = cmd.addr_a, cmd.stride_a
         phase = Signal(range(len(_BUFFERS)))
-        rotate, subtract = Signal(name="rotate"), Signal(name="subtract")
+        rotate, subtract = self.ring_turn, Signal(name="subtract")
         step_kind = Signal(_Step)
         turned = Signal()                                  # the last place of a turn
         m.d.comb += turned.eq(rotate & (phase == len(_BUFFERS) - 1))
@@ -182,30 +184,24 @@ class SerialGemm(wiring.Component):
         steps = {_Step.K: {"a": (trans_a, ~trans_a), "b": (~trans_b, trans_b)},
                  _Step.COLUMN: {"b": (trans_b, ~trans_b), "c": (0, 2), "d": (0, Cat(~fp16_out, fp16_out))},
                  _Step.ROW: {"a": (~trans_a, trans_a), "c": (1, 0), "d": (1, 0)}}
-        high, low = 0, 0            # the step above and below bit 3 (strides and addresses are multiples of 8)
+        stride_on = Signal(name="stride_on")
+        low = 0                     # the step below bit 3 (strides and addresses are multiples of 8)
         for index, buf in enumerate(_BUFFERS):
-            stride_on, addr_on = Signal(name=f"{buf}_stride_on"), Signal(name=f"{buf}_addr_on")
-            here = phase == index
-            m.d.comb += addr_on.eq(here & (step_kind == _Step.BASE))
             for kind, per_buffer in steps.items():
                 if buf in per_buffer:
                     use_stride, constant = per_buffer[buf]
-                    now = here & (step_kind == kind)
+                    now = (phase == index) & (step_kind == kind)
                     with m.If(now):
                         m.d.comb += stride_on.eq(use_stride)
                     low = low | Mux(now, constant, 0)
-            field = Signal(aw - _LOW, name=f"{buf}_step")
-            m.d.comb += field.eq((cmd[f"stride_{buf}"][_LOW:] & stride_on.replicate(aw - _LOW)) |
-                                 (cmd[f"addr_{buf}"][_LOW:] & addr_on.replicate(aw - _LOW)))
-            high = high | field
         step, step_low = Signal(aw, name="step"), Signal(_LOW, name="step_low")
-        m.d.comb += [step_low.eq(low), step.eq(Cat(step_low, high))]
+        m.d.comb += [step_low.eq(low), step.eq(Cat(step_low, head_stride[_LOW:] & stride_on.replicate(aw - _LOW)))]
         # head + step, or head - step as head + ~step + 1: the carry-in rides below bit 0.
         stepped = Signal(aw + 1)
-        m.d.comb += stepped.eq(Cat(subtract, head) + Cat(subtract, step ^ Mux(subtract, (1 << aw) - 1, 0)))
+        m.d.comb += [stepped.eq(Cat(subtract, head) + Cat(subtract, step ^ Mux(subtract, (1 << aw) - 1, 0))),
+                     self.ring_tail.eq(stepped[1:])]
         with m.If(rotate):
-            m.d.sync += [ptrs[n].eq(ptrs[n + 1]) for n in range(len(ptrs) - 1)]
-            m.d.sync += [ptrs[-1].eq(stepped[1:]), phase.eq(phase + 1)]
+            m.d.sync += phase.eq(phase + 1)
         word = Cat(Const(0, _LOW), head[_LOW:])
         m.d.comb += [self.dma_rd_cmd.p.addr.eq(word), self.dma_rd_cmd.p.length.eq(ALIGN),
                      self.dma_wr_cmd.p.addr.eq(word), self.dma_wr_cmd.p.length.eq(ALIGN)]
@@ -227,12 +223,12 @@ class SerialGemm(wiring.Component):
         # strides are multiples of 8): A(i, k)'s, B(k, j)'s, or C(i, j)'s (a half-word).
         rd = self.dma_rd_data
         lane = Signal(_LOW)
-        m.d.comb += lane.eq(Mux(state == _State.A_WORD, Mux(trans_a, i, k),
+        m.d.comb += lane.eq(Mux(state == _State.READ, Mux(trans_a, i, k),
                                 Mux(state == _State.B_WORD, Mux(trans_b, k, j), Cat(Const(0, 1), j[:2]))))
         half = Signal(16)
         m.d.comb += half.eq(rd.p.data.word_select(lane[1:], 16))
         code = half.word_select(lane[0], 8)
-        a_code = Signal(8)
+        a_code, a_in = Signal(8), Signal(name="a_in")      # A(i, k)'s code; it is in (READ)
 
         # -- Datapath: the product, the lane and one adder for the chunk, total and C additions.
         acc_fmt, rbits = FP16_169, self.rbits
@@ -318,15 +314,10 @@ class SerialGemm(wiring.Component):
 
         with m.Switch(state):
             with m.Case(_State.IDLE):
-                # Clear the ring (BASE then loads it) and take what an aborted command left behind.
-                m.d.sync += [*(p.eq(0) for p in ptrs), phase.eq(0), i.eq(0), j.eq(0), k.eq(0),
-                             chunk_count.eq(0)]
+                # The engine's ring starts at A; take what an aborted command left behind.
+                m.d.sync += [phase.eq(0), i.eq(0), j.eq(0), k.eq(0), chunk_count.eq(0), a_in.eq(0)]
                 m.d.comb += [self.cmd.ready.eq(~self.abort), keys.o.ready.eq(1)]
                 with m.If(self.cmd.valid & ~self.abort):
-                    m.d.sync += state.eq(_State.BASE)
-            with m.Case(_State.BASE):
-                turn(_Step.BASE)
-                with m.If(turned):
                     m.d.sync += state.eq(_State.ROW_KEY)
             with m.Case(_State.ROW_KEY):
                 m.d.comb += [keys.i.valid.eq(1), keys.o.ready.eq(1)]
@@ -338,15 +329,18 @@ class SerialGemm(wiring.Component):
                 with m.If(keys.o.valid):
                     m.d.sync += state.eq(_State.READ)
             with m.Case(_State.READ):
-                # A's word at the A place, B's at the B place; both pointers step on to k + 1.
-                m.d.comb += self.dma_rd_cmd.valid.eq(phase <= _BUFFERS.index("b"))
+                # A's word asked for at the A place; at the B place the ring waits for that word (the
+                # DMA has no R buffer and takes B's command only once A's read has ended), then B's
+                # word is asked for. Both pointers step on to k + 1.
+                a_place, b_place = phase == _BUFFERS.index("a"), phase == _BUFFERS.index("b")
+                m.d.comb += [self.dma_rd_cmd.valid.eq(a_place | (b_place & a_in)), rd.ready.eq(b_place & ~a_in)]
                 turn(_Step.K, issue=self.dma_rd_cmd)
+                with m.If(b_place & ~a_in):
+                    m.d.comb += rotate.eq(0)
+                with m.If(rd.valid & rd.ready):
+                    m.d.sync += [a_code.eq(code), a_in.eq(1)]
                 with m.If(turned):
-                    m.d.sync += state.eq(_State.A_WORD)
-            with m.Case(_State.A_WORD):
-                m.d.comb += rd.ready.eq(1)
-                with m.If(rd.valid):
-                    m.d.sync += [a_code.eq(code), state.eq(_State.B_WORD)]
+                    m.d.sync += [a_in.eq(0), state.eq(_State.B_WORD)]
             with m.Case(_State.B_WORD):
                 m.d.comb += [rd.ready.eq(1), beat.eq(rd.valid)]
                 with m.If(rd.valid):

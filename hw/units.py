@@ -196,6 +196,8 @@ UNITS = [
         "UNUSEDSIGNAL:m_axi_rlast": "every burst is a single beat, so every R beat is its burst's last",
         "UNUSEDSIGNAL:window_limit": "its byte-offset bits: a word-aligned end address exceeds the "
                                      "limit iff its word address exceeds the limit's",
+        "UNUSEDSIGNAL:issue": "Amaranth declares a wire in the parent for each port signal of the read "
+                              "engine, an alias of the net it is connected to",
     }),
     Unit("command_engine", lambda: CommandEngine(rows=2, cols=2, rbits=8, max_chunk=4096), waivers={
         "WIDTHEXPAND": "Yosys writes Verilog operators with operands narrower than the result",
@@ -213,7 +215,9 @@ UNITS = [
                                 "burst, ID 0, rready/bready 1) are inlined at the top port and IDs are "
                                 "not checked",
         **{f"UNUSEDSIGNAL:{name}": _INLINED
-           for name in ("abort$*", "eng_wdata", "irq_set", "owner_exec", "span", "rd_data__payload")},
+           for name in ("abort$*", "eng_wdata", "irq_set", "owner_exec", "span_end", "rd_data__payload")},
+        "UNUSEDSIGNAL:r_data": "Amaranth declares a wire in the parent for each port signal of the CSR slave, "
+                               "an alias of the net it is connected to",
         **_DMA_INTERNALS,
     }),
     Unit("serial_gemm", lambda: SerialGemm(max_chunk=64), waivers={
@@ -367,7 +371,7 @@ UNITS.append(Unit("accelerator_compact", lambda: Accelerator(rows=1, cols=1, rbi
                                                       "signal of a submodule (engine, serial GEMM executor), "
                                                       "an alias of the net it is connected to"
                               for name in ("cmd__payload", "dma_*", "done__*", "exec_dma_rd_data__payload",
-                                           "irq*", "mac_active*")}}))
+                                           "irq*", "mac_active*", "ring_tail", "ring_turn")}}))
 
 
 def top_ports(component: wiring.Component) -> dict:

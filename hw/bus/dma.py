@@ -81,11 +81,13 @@ def sticky_error(m: Module, dma, read, write) -> None:
         m.d.sync += dma.error.eq(DmaError.NONE)
 
 
-def fixed_attributes(m: Module, bus, shift: int) -> None:
-    """Whole-word INCR bursts with ID 0; R and B are always accepted."""
+def fixed_attributes(m: Module, bus, shift: int, *, r_always_ready: bool = True) -> None:
+    """Whole-word INCR bursts with ID 0; B is always accepted, and R too unless ``r_always_ready`` is
+    False (the caller then drives ``rready``)."""
     m.d.comb += [bus.arsize.eq(shift), bus.arburst.eq(AxiBurst.INCR), bus.arid.eq(0),
-                 bus.awsize.eq(shift), bus.awburst.eq(AxiBurst.INCR), bus.awid.eq(0),
-                 bus.rready.eq(1), bus.bready.eq(1)]
+                 bus.awsize.eq(shift), bus.awburst.eq(AxiBurst.INCR), bus.awid.eq(0), bus.bready.eq(1)]
+    if r_always_ready:
+        m.d.comb += bus.rready.eq(1)
 
 
 def _positive(name, value, high=None):
@@ -379,6 +381,9 @@ class Dma(wiring.Component):
     flushes buffered read words of earlier commands; the controller must not offer a command in the
     cycle of ``abort``. No AXI handshake is ever left pending: valid signals stay up until taken.
     """
+
+    #: R and B are always accepted (``rready`` and ``bready`` are 1).
+    r_always_ready = True
 
     def __init__(self, *, max_burst: int = 16, max_reads_outstanding: int = 4,
                  max_writes_outstanding: int = 4, addr_width: int = 32, data_width: int = 64,

@@ -5,9 +5,10 @@ arithmetic (DESIGN.md §4).
 Speed is traded for logic: a command's word address and word count sit in shift registers that a
 one-bit adder walks in ``addr_width - log2(data_width / 8)`` cycles, once to check the window and
 once per word to step to the next one, instead of the ``Dma``'s adders, comparators, FIFOs and burst
-sizing. On the iCE40 (Yosys, default widths) that is about 280 LUT4s and 265 flip-flops, against
-about 570 and 330 for ``Dma(max_burst=1, max_reads_outstanding=1, max_writes_outstanding=1)``; 140
-of the flip-flops are the R and W data registers the AXI handshakes need.
+sizing, and no R data register: R goes straight to ``rd_data``. On the iCE40 (Yosys, default
+widths, ``synth_ice40 -dff``) that is about 280 LUT4s and 200 flip-flops, against about 570 and 320 for
+``Dma(max_burst=1, max_reads_outstanding=1, max_writes_outstanding=1)``; 72 of the flip-flops are
+the W register the AXI handshakes need.
 """
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
@@ -162,33 +163,30 @@ class _Engine(Elaboratable):
 
 
 class _ReadEngine(_Engine):
-    """Bus phases ``issue`` (AR, once the output register is empty) and ``wait`` (R); the word goes
-    into the one-word ``rd_data`` register, so ``rready`` is always 1."""
+    """Bus phases ``issue`` (AR) and ``wait`` (R); the word goes straight from R to ``rd_data``, so
+    ``rready`` is ``rd_data.ready`` (or 1 for an error response or a dropped word)."""
 
     def __init__(self, dma, walk):
         super().__init__(dma, walk, write=0)
+        self.issue = Signal()    # ARVALID, driven by the parent: the AR port is not this unit's
 
     def bus_phases(self, m):
-        dma, bus = self.dma, self.dma.m_axi
-        issue, wait = Signal(name="rd_issue"), Signal(name="rd_wait")
-        # The register only empties during issue, so arvalid, once up, stays up until taken.
-        m.d.comb += bus.arvalid.eq(issue & ~dma.rd_data.valid)
+        dma, bus, issue = self.dma, self.dma.m_axi, self.issue
+        wait = Signal(name="rd_wait")
         with m.If(self.start):
             m.d.sync += issue.eq(1)
-        with m.If(bus.arvalid & bus.arready):
+        with m.If(issue & bus.arready):
             m.d.sync += [issue.eq(0), wait.eq(1)]
-        with m.If(dma.abort & issue & ~bus.arvalid):
-            m.d.sync += issue.eq(0)
-            m.d.comb += self.finishing.eq(1)
-        with m.If(bus.rvalid):
+        # A word is passed on unless it is an error response or dropped (then R is taken at once).
+        refused = bus.rresp[1] | self.drop | dma.abort
+        m.d.comb += [dma.rd_data.valid.eq(wait & bus.rvalid & ~refused),
+                     dma.rd_data.p.data.eq(bus.rdata), dma.rd_data.p.last.eq(self.last),
+                     bus.rready.eq(wait & (dma.rd_data.ready | refused))]
+        with m.If(bus.rvalid & bus.rready):
             m.d.sync += wait.eq(0)
-        with m.If(dma.rd_data.ready | dma.abort):
-            m.d.sync += dma.rd_data.valid.eq(0)
-        self.response(m, wait & bus.rvalid, bus.rresp,
-                      keep=[dma.rd_data.valid.eq(1), dma.rd_data.p.data.eq(bus.rdata),
-                            dma.rd_data.p.last.eq(self.last)])
+        self.response(m, bus.rvalid & bus.rready, bus.rresp)
         m.d.comb += [self.busy.eq(self.check | self.next | self.step | issue | wait),
-                     self.stall.eq(bus.arvalid | (wait & ~bus.rvalid))]
+                     self.stall.eq(issue | (wait & ~bus.rvalid))]
 
 
 class _WriteEngine(_Engine):
@@ -250,9 +248,9 @@ class SerialDma(wiring.Component):
       up to ``2 P`` cycles after the previous one's R or B. ``window_base`` and ``window_limit``
       are read bit by bit during the check, so they must not change while a command is checked
       (``Dma`` reads them in the cycle it takes a command).
-    - Reads: an AR is issued only when the ``rd_data`` register is empty (``rready`` is always 1);
-      the word goes into that register, ``last`` on the command's last. So a failing read has no
-      words buffered to flush; ``abort`` still empties the register.
+    - Reads: R goes straight to ``rd_data`` (``last`` on the command's last word), so ``rready`` is
+      ``rd_data.ready``; an error response, or any response after ``abort``, is taken at once and
+      not passed on. So no word is buffered: a failing or aborted read has none to flush.
     - Writes: a word is taken from ``wr_data`` into the W register first, then AW and W are offered
       together (in the same cycle, which AXI allows; still never W before AWVALID), each until
       taken, ``wlast`` 1. So no AW waits for data, and a failing or aborted write has no remaining
@@ -269,6 +267,8 @@ class SerialDma(wiring.Component):
     max_burst = 1
     max_reads_outstanding = 1
     max_writes_outstanding = 1
+    #: ``rready`` follows ``rd_data.ready`` (the ``Dma`` always accepts R).
+    r_always_ready = False
 
     def __init__(self, *, addr_width: int = 32, data_width: int = 64, id_width: int = 4,
                  length_width: int = 20):
@@ -284,8 +284,8 @@ class SerialDma(wiring.Component):
         m.submodules.write = write = _WriteEngine(self, walk)
         sticky_error(m, self, read, write)
         bus, offset = self.m_axi, Const(0, self._shift)
-        fixed_attributes(m, bus, self._shift)
-        m.d.comb += [bus.araddr.eq(Cat(offset, read.addr)), bus.awaddr.eq(Cat(offset, write.addr)),
+        fixed_attributes(m, bus, self._shift, r_always_ready=False)
+        m.d.comb += [bus.arvalid.eq(read.issue), bus.araddr.eq(Cat(offset, read.addr)), bus.awaddr.eq(Cat(offset, write.addr)),
                      bus.arlen.eq(0), bus.awlen.eq(0), bus.wlast.eq(1),
                      self.busy.eq(read.busy | write.busy),
                      self.stall.eq(read.stall | write.stall)]

@@ -3,7 +3,7 @@
 Random bursts through the AXI4 port (``dev``, the accelerator's side) and 32-bit accesses through the
 AXI4-Lite port (``host``, the host link's side), with pauses on every channel, against a ``bytearray``
 model, after filling the whole memory with random bytes (an SPRAM starts undefined); beats beyond the
-memory answer DECERR and write nothing. Parameters (``bench_params()``):
+memory answer DECERR (with unspecified data) and write nothing. Parameters (``bench_params()``):
 ``size`` (bytes), ``seed``, ``count`` (random operations).
 """
 
@@ -90,7 +90,7 @@ async def test_outside_and_bad_bursts_answer_decerr(dut):
     await tb.start()
     await tb.write(tb.dev, 0, bytes(range(64)), "dev")
     got = await tb.dev.read(tb.size, 16)
-    assert got.resp == AxiResp.DECERR and got.data == bytes(16), f"read past the end: {got!r}"
+    assert got.resp == AxiResp.DECERR, f"read past the end: {got!r}"     # its data is unspecified
     resp = await tb.dev.write(tb.size + 8, bytes(8))
     assert resp.resp == AxiResp.DECERR, f"write past the end: {resp!r}"
     resp = await tb.dev.write(0, bytes(8), burst=AxiBurstType.FIXED)

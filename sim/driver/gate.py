@@ -38,7 +38,7 @@ __all__ = ["FAMILIES", "GateSynthError", "cell_models", "cell_model", "spram_mod
 
 #: Yosys synthesis command of each family. Only iCE40 is wired up: the ECP5 models ``include`` further
 #: files and Icarus needs a patched copy of them (DESIGN.md §8), which nothing here does yet.
-FAMILIES = {"ice40": "synth_ice40"}
+FAMILIES = {"ice40": "synth_ice40 -dff"}
 
 
 class GateSynthError(RuntimeError):
