@@ -177,8 +177,9 @@ class _ReadEngine(_Engine):
             m.d.sync += issue.eq(1)
         with m.If(issue & bus.arready):
             m.d.sync += [issue.eq(0), wait.eq(1)]
-        # A word is passed on unless it is an error response or dropped (then R is taken at once).
-        refused = bus.rresp[1] | self.drop | dma.abort
+        # A word is passed on unless it is an error response or dropped (then R is taken at once). RRESP
+        # counts only with RVALID: RREADY must not follow an idle bus's payload (X in simulation).
+        refused = (bus.rvalid & bus.rresp[1]) | self.drop | dma.abort
         m.d.comb += [dma.rd_data.valid.eq(wait & bus.rvalid & ~refused),
                      dma.rd_data.p.data.eq(bus.rdata), dma.rd_data.p.last.eq(self.last),
                      bus.rready.eq(wait & (dma.rd_data.ready | refused))]
