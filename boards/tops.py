@@ -54,12 +54,12 @@ class BoardConfig:
     variants: dict = field(default_factory=dict)   # --device choice -> platform class
 
 
-#: Chosen from measurements (README "Resources and Fmax"): the UP5K holds no accelerator configuration
-#: yet; the smallest is kept (1x1, no update unit, serial key hashers, SPRAM host memory: 8,554 LUT4s and
-#: 229% of the logic cells with the bridge), and its build fails at placement with nextpnr's reason. On the ULX3S an
-#: 8x8 accelerator needs 102% of the 85F's logic; 8x6 with one update lane placed at 74% (20.1 MHz
-#: estimated) but its routing had not converged after 45 minutes; 7x6 routed at 67% and 19.67 MHz, so
-#: 7x6 at 12.5 MHz.
+#: Chosen from measurements (README "Resources and Fmax"): the UP5K holds the compact accelerator (one
+#: FP16 adder computing output by output, a single-transaction DMA, no update unit, serial key hashers,
+#: SPRAM host memory) at 98% of its logic cells with the bridge, timing met at 6 MHz (7.8 achieved); a
+#: systolic 1x1 needed 229%. On the ULX3S an 8x8 accelerator needs 102% of the 85F's logic; 8x6 with one
+#: update lane placed at 74% (20.1 MHz estimated) but its routing had not converged after 45 minutes;
+#: 7x6 routed at 67% and 19.67 MHz, so 7x6 at 12.5 MHz.
 BOARDS = {
     "icebreaker": BoardConfig(
         name="icebreaker", family="ice40", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",

@@ -6,7 +6,7 @@ Speed is traded for logic: a command's word address and word count sit in shift 
 one-bit adder walks in ``addr_width - log2(data_width / 8)`` cycles, once to check the window and
 once per word to step to the next one, instead of the ``Dma``'s adders, comparators, FIFOs and burst
 sizing, and no R data register: R goes straight to ``rd_data``. On the iCE40 (Yosys, default
-widths, ``fp8train.boards.synth.synthesize``) that is 283 LUT4s and 199 flip-flops, against 568 and 331 for
+widths, ``fp8train.boards.synth.synthesize``) that is 282 LUT4s and 199 flip-flops, against 568 and 331 for
 ``Dma(max_burst=1, max_reads_outstanding=1, max_writes_outstanding=1)``; 72 of the flip-flops are
 the W register the AXI handshakes need.
 """
